@@ -1,0 +1,162 @@
+"""Compression stages. Each takes SQL text with write() and hands stored bytes to a sink.
+
+gzip compresses independent blocks on a thread pool (zlib releases the GIL), pigz-style;
+the concatenated gzip members are one valid .gz file for gunzip, zcat and Python alike.
+zstd uses the zstandard library's own worker threads.
+"""
+
+from __future__ import annotations
+
+import os
+import zlib
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
+
+import zstandard
+
+from .errors import IntegrityError
+
+Sink = Callable[[bytes], None]
+
+DEFAULT_LEVELS = {"gzip": 6, "zstd": 3}
+GZIP_BLOCK = 1 << 20
+
+
+def worker_count(threads: int) -> int:
+    return threads if threads > 0 else max(1, os.cpu_count() or 1)
+
+
+def _gzip_member(block: bytes, level: int) -> bytes:
+    engine = zlib.compressobj(level, zlib.DEFLATED, 31)
+    return engine.compress(block) + engine.flush()
+
+
+class PassThrough:
+    def __init__(self, sink: Sink):
+        self.sink = sink
+
+    def write(self, data: bytes) -> None:
+        self.sink(data)
+
+    def close(self) -> None:
+        pass
+
+
+class ParallelGzip:
+    def __init__(self, sink: Sink, level: int, threads: int):
+        self.sink = sink
+        self.level = level
+        self.workers = worker_count(threads)
+        self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="gzip")
+        self._pending: deque = deque()
+        self._block = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self._block += data
+        if len(self._block) >= GZIP_BLOCK:
+            self._submit()
+
+    def _submit(self) -> None:
+        block, self._block = bytes(self._block), bytearray()
+        self._pending.append(self._pool.submit(_gzip_member, block, self.level))
+        # Two blocks per worker in flight keep every core busy with bounded memory.
+        while len(self._pending) > 2 * self.workers:
+            self.sink(self._pending.popleft().result())
+
+    def close(self) -> None:
+        if self._block or not self._pending:
+            self._submit()
+        while self._pending:
+            self.sink(self._pending.popleft().result())
+        self._pool.shutdown()
+
+    def abandon(self) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+
+class Zstd:
+    def __init__(self, sink: Sink, level: int, threads: int):
+        self.sink = sink
+        params = zstandard.ZstdCompressionParameters.from_level(level, threads=worker_count(threads))
+        self._engine = zstandard.ZstdCompressor(compression_params=params).compressobj()
+
+    def write(self, data: bytes) -> None:
+        out = self._engine.compress(data)
+        if out:
+            self.sink(out)
+
+    def close(self) -> None:
+        out = self._engine.flush()
+        if out:
+            self.sink(out)
+
+
+def compressor(kind: str, sink: Sink, level: int | None = None, threads: int = 0):
+    if kind == "none":
+        return PassThrough(sink)
+    level = level or DEFAULT_LEVELS[kind]
+    if kind == "gzip":
+        return ParallelGzip(sink, level, threads)
+    if kind == "zstd":
+        return Zstd(sink, level, threads)
+    raise ValueError(f"unknown compression {kind!r}")
+
+
+class _GzipStream:
+    """Decompresses concatenated gzip members and notices a member cut short."""
+
+    def __init__(self):
+        self._engine = zlib.decompressobj(31)
+        self._inside = False  # fed bytes of a member whose end has not come yet
+
+    def decompress(self, data: bytes) -> bytes:
+        out = []
+        while data:
+            self._inside = True
+            try:
+                out.append(self._engine.decompress(data))
+            except zlib.error as exc:
+                raise IntegrityError(f"the gzip stream is corrupt: {exc}") from None
+            if not self._engine.eof:
+                break
+            self._inside = False
+            data = self._engine.unused_data
+            self._engine = zlib.decompressobj(31)
+        return b"".join(out)
+
+    def finish(self) -> None:
+        if self._inside:
+            raise IntegrityError("the gzip stream ends in the middle of a member (truncated object)")
+
+
+class _ZstdStream:
+    def __init__(self):
+        self._engine = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
+        self._seen = False
+
+    def decompress(self, data: bytes) -> bytes:
+        self._seen = self._seen or bool(data)
+        try:
+            return self._engine.decompress(data)
+        except zstandard.ZstdError as exc:
+            raise IntegrityError(f"the zstd stream is corrupt: {exc}") from None
+
+    def finish(self) -> None:
+        if self._seen and not self._engine.eof:
+            raise IntegrityError("the zstd stream ends in the middle of a frame (truncated object)")
+
+
+class _Plain:
+    def decompress(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> None:
+        pass
+
+
+def decompressor(kind: str):
+    """An object with decompress(bytes) -> bytes and finish() that raises on truncation."""
+    return {"gzip": _GzipStream, "zstd": _ZstdStream, "none": _Plain}[kind]()

@@ -1,0 +1,127 @@
+"""Configuration from the environment: libpq and AWS variables plus ENCLAVE_BACKUP_*."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .errors import ConfigError
+
+MiB = 1 << 20
+
+ENGINES = ("auto", "cockroachdb", "postgresql")
+COMPRESSIONS = ("gzip", "zstd", "none")
+
+
+@dataclass(frozen=True)
+class Config:
+    bucket: str
+    prefix: str = ""
+    database: str = "malbork"
+    engine: str = "auto"
+    compression: str = "gzip"
+    compression_level: int | None = None
+    compression_threads: int = 0  # 0: one per CPU
+    part_size: int = 20 * MiB
+    upload_concurrency: int = 2
+    progress_interval: float = 10.0
+    s3_max_attempts: int = 5
+    s3_connect_timeout: float = 10.0
+    s3_read_timeout: float = 60.0
+    db_connect_timeout: int = 10
+    retry_total_seconds: float = 60.0
+    stale_upload_seconds: int = 86400
+    restore_force: bool = False
+    restore_keep_previous: int = 1
+    restore_wait_for_clients_seconds: float = 60.0
+    restore_terminate_clients: bool = False
+
+    @property
+    def key_prefix(self) -> str:
+        """Prefix as used in object keys: no leading slash, one trailing slash unless empty."""
+        return f"{self.prefix}/" if self.prefix else ""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}={value} must be at least {minimum}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r} is not a boolean (use true or false)")
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name, "").strip().lower() or default
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} is not one of {', '.join(choices)}")
+    return value
+
+
+def load(env: Mapping[str, str] | None = None) -> Config:
+    env = os.environ if env is None else env
+    bucket = env.get("ENCLAVE_BACKUP_BUCKET", "").strip()
+    if not bucket:
+        raise ConfigError("ENCLAVE_BACKUP_BUCKET is not set: name the bucket that holds the backups")
+    compression = _choice(env, "ENCLAVE_BACKUP_COMPRESSION", "gzip", COMPRESSIONS)
+    level_raw = env.get("ENCLAVE_BACKUP_COMPRESSION_LEVEL", "").strip()
+    level = None
+    if level_raw:
+        level = _int(env, "ENCLAVE_BACKUP_COMPRESSION_LEVEL", 0, minimum=1)
+        top = {"gzip": 9, "zstd": 22, "none": 0}[compression]
+        if level > top:
+            raise ConfigError(f"ENCLAVE_BACKUP_COMPRESSION_LEVEL={level} is above {top}, the maximum for {compression}")
+    part_size = _int(env, "ENCLAVE_BACKUP_PART_SIZE_MIB", 20, minimum=5) * MiB
+    if part_size > 512 * MiB:
+        raise ConfigError("ENCLAVE_BACKUP_PART_SIZE_MIB must be at most 512")
+    return Config(
+        bucket=bucket,
+        prefix=env.get("ENCLAVE_BACKUP_PREFIX", "").strip().strip("/"),
+        database=env.get("PGDATABASE", "").strip() or "malbork",
+        engine=_choice(env, "ENCLAVE_BACKUP_ENGINE", "auto", ENGINES),
+        compression=compression,
+        compression_level=level,
+        compression_threads=_int(env, "ENCLAVE_BACKUP_COMPRESSION_THREADS", 0),
+        part_size=part_size,
+        upload_concurrency=_int(env, "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY", 2, minimum=1),
+        progress_interval=_float(env, "ENCLAVE_BACKUP_PROGRESS_SECONDS", 10.0, minimum=0.1),
+        s3_max_attempts=_int(env, "ENCLAVE_BACKUP_S3_MAX_ATTEMPTS", 5, minimum=1),
+        s3_connect_timeout=_float(env, "ENCLAVE_BACKUP_S3_CONNECT_TIMEOUT", 10.0, minimum=0.1),
+        s3_read_timeout=_float(env, "ENCLAVE_BACKUP_S3_READ_TIMEOUT", 60.0, minimum=0.1),
+        db_connect_timeout=_int(env, "ENCLAVE_BACKUP_DB_CONNECT_TIMEOUT", 10, minimum=1),
+        retry_total_seconds=_float(env, "ENCLAVE_BACKUP_RETRY_SECONDS", 60.0),
+        stale_upload_seconds=_int(env, "ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS", 86400, minimum=60),
+        restore_force=_bool(env, "ENCLAVE_BACKUP_RESTORE_FORCE", False),
+        restore_keep_previous=_int(env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS", 1),
+        restore_wait_for_clients_seconds=_float(env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS", 60.0),
+        restore_terminate_clients=_bool(env, "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS", False),
+    )

@@ -1,0 +1,83 @@
+"""Database connections (libpq variables), engine detection, error translation."""
+
+from __future__ import annotations
+
+import contextlib
+
+import psycopg
+from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
+
+from . import log
+from .config import Config
+from .errors import ConfigError, DatabaseError
+
+# SQLSTATEs that no retry can fix: bad password/role, unknown database, no permission.
+_PERMANENT_SQLSTATES = {"28P01", "28000", "3D000", "42501", "08004"}
+_PERMANENT_PHRASES = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
+                      "permission denied", "role", "authentication")
+
+
+def describe(exc: Exception, database: str) -> str:
+    text = log.scrub(str(exc).strip())
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate == "3D000" or ("database" in text and "does not exist" in text):
+        return (f"database {database!r} does not exist on the server ({text}); "
+                "check PGDATABASE or create the database")
+    if sqlstate in ("28P01", "28000") or "authentication failed" in text or "password" in text:
+        return (f"the database server rejected the login ({text}); check PGUSER and the password "
+                "Secret")
+    return text
+
+
+def _transient(exc: BaseException) -> bool:
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if getattr(exc, "sqlstate", None) in _PERMANENT_SQLSTATES:
+        return False
+    text = str(exc).lower()
+    return not any(phrase in text for phrase in _PERMANENT_PHRASES)
+
+
+def connect(config: Config, *, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection:
+    """Connect with the libpq environment; retry only failures a retry can fix."""
+
+    @retry(retry=retry_if_exception(_transient), reraise=True,
+           stop=stop_after_delay(config.retry_total_seconds),
+           wait=wait_exponential(multiplier=0.5, max=10),
+           before_sleep=lambda state: log.get().warning(
+               "database connection failed, retrying", attempt=state.attempt_number,
+               error=log.scrub(str(state.outcome.exception()).strip())))
+    def attempt() -> psycopg.Connection:
+        return psycopg.connect(dbname=dbname or config.database, autocommit=autocommit,
+                               connect_timeout=config.db_connect_timeout,
+                               application_name="enclave-backup")
+
+    try:
+        return attempt()
+    except psycopg.Error as exc:
+        raise DatabaseError(describe(exc, dbname or config.database)) from None
+
+
+@contextlib.contextmanager
+def database_errors(database: str, action: str):
+    try:
+        yield
+    except psycopg.Error as exc:
+        raise DatabaseError(f"{action}: {describe(exc, database)}") from None
+
+
+def detect_engine(conn: psycopg.Connection, configured: str) -> tuple[str, str]:
+    """(engine, server version string)."""
+    version = conn.execute("SELECT version()").fetchone()[0]
+    detected = "cockroachdb" if "CockroachDB" in version else "postgresql"
+    if configured not in ("auto", detected):
+        raise ConfigError(f"ENCLAVE_BACKUP_ENGINE={configured} but the server reports {version!r}")
+    return detected, version
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"

@@ -1,0 +1,260 @@
+"""Everything that talks to S3: client set-up, bounded-memory multipart upload, listing, reads.
+
+Retries are botocore's own (standard mode: throttling, 5xx and connection errors with
+exponential backoff). Nothing here wraps an S3 call in a second retry layer.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Iterator
+
+import boto3
+from botocore.config import Config as BotoConfig
+from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
+
+from . import log
+from .config import Config
+from .errors import ConfigError, StorageError
+
+MAX_PARTS = 10_000
+PARTS_PER_STEP = 1_000
+
+_AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
+               "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidSecurity"}
+
+
+def part_size(base: int, part_number: int) -> int:
+    """Size of part `part_number` (1-based): grows by `base` every 1,000 parts.
+
+    Small dumps keep small parts (little memory); 10,000 parts of a 20 MiB base still
+    hold 55,000 x 20 MiB = 1.07 TiB, and the largest part is then 10 x base.
+    """
+    return base * (1 + (part_number - 1) // PARTS_PER_STEP)
+
+
+def capacity(base: int) -> int:
+    return sum(part_size(base, n) for n in range(1, MAX_PARTS + 1))
+
+
+def describe_error(exc: Exception, action: str, bucket: str, key: str | None = None) -> str:
+    """A message that says what failed and what to do; never the request's credentials."""
+    where = f"s3://{bucket}/{key}" if key else f"bucket {bucket!r}"
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if code in _AUTH_CODES or status == 403:
+            return (f"{action} {where}: the storage rejected the credentials ({code or status}); "
+                    "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the Secret named by "
+                    "global.S3.HmacSecretName and that the key may use this bucket")
+        if code == "NoSuchBucket" or (status == 404 and key is None):
+            return f"{action} {where}: the bucket does not exist; create it or fix global.S3.Bucket"
+        if code in ("NoSuchKey", "404", "NotFound"):
+            return f"{action} {where}: no such object"
+        return f"{action} {where}: {code or status}: {exc.response.get('Error', {}).get('Message', '')}".rstrip(": ")
+    if isinstance(exc, EndpointConnectionError):
+        return (f"{action} {where}: cannot connect to the S3 endpoint {exc.kwargs.get('endpoint_url', '')}; "
+                "check global.S3.Endpoint and the network path")
+    return f"{action} {where}: {type(exc).__name__}: {exc}"
+
+
+def is_not_found(exc: ClientError) -> bool:
+    err = exc.response.get("Error", {})
+    return err.get("Code") in ("NoSuchKey", "404", "NotFound") or \
+        exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 404
+
+
+@contextlib.contextmanager
+def storage_errors(action: str, bucket: str, key: str | None = None):
+    try:
+        yield
+    except (ClientError, BotoCoreError) as exc:
+        raise StorageError(log.scrub(describe_error(exc, action, bucket, key))) from None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+class Storage:
+    def __init__(self, config: Config, *, max_attempts: int | None = None):
+        self.config = config
+        self.bucket = config.bucket
+        boto_config = BotoConfig(
+            retries={"mode": "standard", "max_attempts": max_attempts or config.s3_max_attempts},
+            connect_timeout=config.s3_connect_timeout,
+            read_timeout=config.s3_read_timeout,
+            max_pool_connections=max(10, config.upload_concurrency * 2),
+            # Several S3-compatible stores reject the CRC checksums boto3 sends by default.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        try:
+            # The AWS_* variables (endpoint, region, keys, CA bundle) are read by boto3 itself.
+            self.client = boto3.session.Session().client("s3", config=boto_config)
+        except (BotoCoreError, ValueError) as exc:
+            raise ConfigError(log.scrub(f"cannot set up the S3 client: {exc}")) from None
+
+    def cleanup_storage(self) -> "Storage":
+        """A second client with a longer retry budget, for aborts after an outage."""
+        return Storage(self.config, max_attempts=max(10, self.config.s3_max_attempts * 2))
+
+    def check_bucket(self) -> None:
+        with storage_errors("checking", self.bucket):
+            self.client.head_bucket(Bucket=self.bucket)
+
+    def list(self, prefix: str) -> Iterator[StoredObject]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        with storage_errors("listing", self.bucket, prefix or None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    yield StoredObject(item["Key"], item["Size"], item["LastModified"])
+
+    def get_bytes(self, key: str) -> bytes:
+        with storage_errors("reading", self.bucket, key):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def head(self, key: str) -> dict | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if is_not_found(exc):
+                return None
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key))) from None
+        except BotoCoreError as exc:
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key))) from None
+
+    def open_read(self, key: str):
+        """The object's streaming body; iterate with .iter_chunks()."""
+        with storage_errors("reading", self.bucket, key):
+            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        with storage_errors("writing", self.bucket, key):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                   ContentType=content_type, ContentMD5=md5)
+
+    def delete(self, key: str) -> None:
+        with storage_errors("deleting", self.bucket, key):
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def pending_uploads(self, prefix: str) -> list[dict]:
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        uploads: list[dict] = []
+        with storage_errors("listing pending uploads in", self.bucket, prefix or None):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+                uploads.extend(page.get("Uploads", []))
+        return uploads
+
+    def abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                return
+            raise StorageError(log.scrub(describe_error(exc, "aborting the upload of", self.bucket, key))) from None
+        except BotoCoreError as exc:
+            raise StorageError(log.scrub(describe_error(exc, "aborting the upload of", self.bucket, key))) from None
+
+    def start_upload(self, key: str, content_type: str, metadata: dict[str, str]) -> "MultipartUpload":
+        with storage_errors("starting the upload of", self.bucket, key):
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
+        return MultipartUpload(self, key, upload_id)
+
+
+class MultipartUpload:
+    """Buffers stored bytes into parts and uploads them on a small thread pool.
+
+    At most `upload_concurrency` parts are in flight; `write` blocks when all slots are
+    taken, so memory stays near (concurrency + 1) x part size whatever the dump's size.
+    """
+
+    def __init__(self, storage: Storage, key: str, upload_id: str):
+        self.storage = storage
+        self.key = key
+        self.upload_id = upload_id
+        concurrency = storage.config.upload_concurrency
+        self._base = storage.config.part_size
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._futures: list[Future] = []
+        self._buffer = bytearray()
+        self._next_part = 1
+        self._finished = False
+        self.size = 0
+
+    def write(self, data) -> None:
+        self._buffer += data
+        self.size += len(data)
+        while len(self._buffer) >= part_size(self._base, self._next_part):
+            cut = part_size(self._base, self._next_part)
+            rest = self._buffer[cut:]
+            del self._buffer[cut:]
+            self._submit(bytes(self._buffer))
+            self._buffer = rest
+
+    def _submit(self, body: bytes) -> None:
+        if self._next_part > MAX_PARTS:
+            raise StorageError(f"the backup of s3://{self.storage.bucket}/{self.key} needs more than "
+                               f"{MAX_PARTS} parts; raise ENCLAVE_BACKUP_PART_SIZE_MIB")
+        self._raise_failed()
+        self._slots.acquire()
+        future = self._pool.submit(self._upload_part, self._next_part, body)
+        future.add_done_callback(lambda _f: self._slots.release())
+        self._futures.append(future)
+        self._next_part += 1
+
+    def _upload_part(self, number: int, body: bytes) -> dict:
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        with storage_errors(f"uploading part {number} of", self.storage.bucket, self.key):
+            etag = self.storage.client.upload_part(
+                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
+                PartNumber=number, Body=body, ContentMD5=md5)["ETag"]
+        return {"PartNumber": number, "ETag": etag}
+
+    def _raise_failed(self) -> None:
+        for future in self._futures:
+            if future.done() and future.exception() is not None:
+                raise future.exception()
+
+    def complete(self) -> None:
+        if self._buffer or self._next_part == 1:
+            self._submit(bytes(self._buffer))
+            self._buffer = bytearray()
+        parts = [f.result() for f in self._futures]
+        with storage_errors("completing the upload of", self.storage.bucket, self.key):
+            self.storage.client.complete_multipart_upload(
+                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
+                MultipartUpload={"Parts": parts})
+        self._finished = True
+        self._pool.shutdown(wait=True)
+
+    def abort(self) -> None:
+        """Drop every uploaded part. Safe to call twice; raises only if S3 stays unreachable."""
+        if self._finished:
+            return
+        self._finished = True
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+        self._buffer = bytearray()
+        cleanup = self.storage.cleanup_storage()
+        cleanup.abort(self.key, self.upload_id)
+        # S3 may still be storing a part that raced the abort: list and abort again.
+        if any(u["UploadId"] == self.upload_id for u in cleanup.pending_uploads(self.key)):
+            cleanup.abort(self.key, self.upload_id)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

@@ -1,0 +1,89 @@
+"""Shared fixtures: one real PostgreSQL server and one moto S3 server (auth mode) per run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.motoserver import MotoServer
+from tests.support.pgserver import PgServer, start_server
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = str(Path(sys.executable).parent / "enclave-backup")
+
+
+@pytest.fixture(scope="session")
+def pg():
+    server = start_server(tempfile.mkdtemp(prefix="enclave-pg-"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto():
+    server = MotoServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def bucket(moto):
+    name = f"bkt-{uuid.uuid4().hex[:12]}"
+    moto.client().create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def dbname(pg):
+    name = f"malbork_{uuid.uuid4().hex[:8]}"
+    pg.create_database(name)
+    yield name
+    with pg.connect() as conn:
+        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)):
+            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.stdout.splitlines():
+            line = line.strip()
+            if line.startswith("{"):
+                out.append(json.loads(line))
+        return out
+
+    def event(self, name: str) -> dict:
+        matches = [e for e in self.events if e.get("event") == name]
+        assert matches, f"no {name!r} event in:\n{self.stdout}\n{self.stderr}"
+        return matches[-1]
+
+
+@pytest.fixture
+def cli_env(pg, moto, bucket, dbname):
+    """The environment the CronJob gives the container, pointing at the loopback servers."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))}
+    return {**base, **pg.env(dbname), **moto.env(), "ENCLAVE_BACKUP_BUCKET": bucket,
+            "ENCLAVE_BACKUP_PREFIX": "nightly", "ENCLAVE_BACKUP_PROGRESS_SECONDS": "1"}
+
+
+def run_cli(env: dict, *args: str, timeout: float = 300) -> CliResult:
+    proc = subprocess.run([CLI, *args], env=env, capture_output=True, text=True, timeout=timeout)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def spawn_cli(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -1,0 +1,112 @@
+"""A throw-away PostgreSQL server on loopback, for tests, the demo and benchmarks.
+
+initdb refuses to run as root, so as root the server runs as the `postgres` user.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg
+
+PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pg_bin(name: str) -> str:
+    for directory in PG_BIN_CANDIDATES:
+        path = os.path.join(directory, name)
+        if os.path.exists(path):
+            return path
+    found = shutil.which(name)
+    if not found:
+        raise RuntimeError(f"{name} not found; run scripts/setup.sh (installs PostgreSQL)")
+    return found
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+
+@dataclass
+class PgServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    user: str = "postgres"
+    password: str = "pg-test-secret-Zq81"
+    proc_started: bool = False
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def env(self, database: str = "malbork") -> dict[str, str]:
+        """libpq variables a client needs to reach this server."""
+        return {"PGHOST": "127.0.0.1", "PGPORT": str(self.port), "PGUSER": self.user,
+                "PGPASSWORD": self.password, "PGDATABASE": database, "PGSSLMODE": "disable"}
+
+    def init(self) -> "PgServer":
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.root.chmod(0o755)
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+        pwfile = self.root / "pw"
+        pwfile.write_text(self.password + "\n")
+        if os.geteuid() == 0:
+            shutil.chown(pwfile, "postgres")
+        subprocess.run(_as_postgres([pg_bin("initdb"), "-D", str(self.data), "-U", self.user,
+                                     "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
+                                     "--locale=C.UTF-8"]),
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        pwfile.unlink()
+        return self
+
+    def start(self) -> "PgServer":
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
+                "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
+        subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+                                     "-w", "-t", "60", "-o", opts, "start"]),
+                       check=True, stdout=subprocess.DEVNULL)
+        self.proc_started = True
+        return self
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.proc_started:
+            subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.proc_started = False
+
+    def connect(self, database: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
+                               dbname=database, autocommit=autocommit)
+
+    def create_database(self, name: str) -> None:
+        with self.connect() as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def databases(self) -> set[str]:
+        with self.connect() as conn:
+            return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}
+
+    def psql(self, database: str, *args: str, input: bytes | None = None, check: bool = True):
+        env = {**os.environ, **self.env(database)}
+        return subprocess.run([pg_bin("psql"), "-X", "-q", *args], input=input, env=env,
+                              capture_output=True, check=check)
+
+
+def start_server(root: str | None = None) -> PgServer:
+    root = Path(root or tempfile.mkdtemp(prefix="enclave-pg-"))
+    return PgServer(root).init().start()

@@ -1,0 +1,121 @@
+"""One backup run: database -> SQL text -> compressor -> sha256 -> multipart upload -> manifest."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timedelta, timezone
+
+from . import __version__, db, log
+from .compress import compressor
+from .config import Config
+from .errors import StorageError
+from .manifest import CONTENT_TYPES, Manifest, manifest_key, object_key
+from .progress import Progress
+from .s3 import Storage, utcnow
+from .stats import DumpStats
+
+
+def dumper_for(engine: str):
+    if engine == "cockroachdb":
+        from .dump_cockroach import dump_cockroachdb
+        return dump_cockroachdb
+    from .dump_postgres import dump_postgresql
+    return dump_postgresql
+
+
+def abort_stale_uploads(storage: Storage, config: Config) -> None:
+    """Remove parts left by a run that was killed outright (SIGKILL, OOM, node loss)."""
+    logger = log.get()
+    cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
+    for upload in storage.pending_uploads(f"{config.key_prefix}{config.database}-"):
+        if upload["Initiated"] < cutoff:
+            storage.abort(upload["Key"], upload["UploadId"])
+            logger.warning("aborted a stale multipart upload", key=upload["Key"],
+                           initiated=upload["Initiated"].isoformat())
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def run_backup(config: Config) -> Manifest:
+    logger = log.get()
+    storage = Storage(config)
+    storage.check_bucket()  # bad credentials or a missing bucket fail before any work
+    abort_stale_uploads(storage, config)
+
+    conn = db.connect(config)
+    with conn:
+        with db.database_errors(config.database, "reading the server version"):
+            engine, version = db.detect_engine(conn, config.engine)
+            conn.rollback()
+        started = utcnow()
+        key = object_key(config.key_prefix, config.database, started, config.compression)
+        upload = storage.start_upload(key, CONTENT_TYPES[config.compression],
+                                      {"database": config.database, "engine": engine})
+        logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
+                    server_version=version, compression=config.compression)
+
+        stats = DumpStats()
+        hasher = hashlib.sha256()
+
+        def store(data: bytes) -> None:
+            hasher.update(data)
+            upload.write(data)
+
+        stage = compressor(config.compression, store, config.compression_level, config.compression_threads)
+        progress = Progress(config.progress_interval, lambda fields: logger.info("backup progress", **fields))
+
+        def snapshot() -> dict:
+            return {"stored_bytes": upload.size, "rows": stats.rows, "table": stats.current_table}
+
+        def write(text: bytes) -> None:
+            stage.write(text)
+            progress.add(len(text), snapshot)
+
+        try:
+            header = (f"-- enclave-backup {__version__}: {engine} database {config.database}\n"
+                      f"-- started {_iso(started)}; replay into an empty database\n\n").encode()
+            write(header)
+            with db.database_errors(config.database, "dumping the database"):
+                dumper_for(engine)(conn, config.database, write, stats)
+            stage.close()
+            upload.complete()
+        except BaseException:
+            getattr(stage, "abandon", lambda: None)()
+            _abort(upload, key)
+            raise
+
+    finished = utcnow()
+    manifest = Manifest(
+        key=key, database=config.database, engine=engine, server_version=version,
+        started_at=_iso(started), finished_at=_iso(finished), compression=config.compression,
+        stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
+        tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot)
+    try:
+        storage.put_bytes(manifest_key(key), manifest.to_json(), "application/json")
+    except StorageError:
+        # Without its manifest the object is not a backup; do not leave it looking like one.
+        try:
+            storage.cleanup_storage().delete(key)
+        except StorageError as exc:
+            logger.error("could not delete the object whose manifest failed", key=key, error=str(exc))
+        raise
+
+    seconds = max(progress.elapsed, 1e-6)
+    logger.info("backup complete", key=key, bucket=config.bucket, engine=engine,
+                compression=config.compression, sql_bytes=progress.sql_bytes, stored_bytes=upload.size,
+                ratio=round(progress.sql_bytes / upload.size, 2) if upload.size else None,
+                tables=len(stats.tables), rows=stats.rows, duration_s=round(seconds, 2),
+                sql_mb_per_s=round(progress.sql_bytes / seconds / 1e6, 1), sha256=manifest.sha256)
+    return manifest
+
+
+def _abort(upload, key: str) -> None:
+    logger = log.get()
+    try:
+        upload.abort()
+        logger.info("multipart upload aborted: no object was written", key=key)
+    except StorageError as exc:
+        logger.error("could not abort the multipart upload; the next backup removes it once stale",
+                     key=key, upload_id=upload.upload_id, error=str(exc))

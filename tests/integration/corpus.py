@@ -7,7 +7,7 @@ import subprocess
 
 import psycopg
 
-CORPUS_SQL = r"""
+CORPUS_SQL = r'''
 CREATE SCHEMA "Odd ""Schema"" name";
 CREATE TYPE public.mood AS ENUM ('sad', 'ok', 'happy', 'it''s complicated');
 CREATE DOMAIN public.positive AS numeric(20, 6) CHECK (VALUE > 0);
@@ -68,9 +68,9 @@ CREATE UNIQUE INDEX counters_label_idx ON public.counters (label);
 CREATE VIEW public.happy_rows AS SELECT id, t FROM public.everything WHERE m = 'happy';
 CREATE MATERIALIZED VIEW public.mood_counts AS SELECT m, count(*) AS n FROM public.everything GROUP BY m;
 CREATE TABLE public.no_columns ();
-"""
+'''
 
-DATA_SQL = r"""
+DATA_SQL = r'''
 INSERT INTO public.everything (t, v, n, f8, f4, b, ia, ta, j, jb, ts, d, iv, u, m, p, c) VALUES
  (NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
  ('', '', 0, 0, 0, '', '{}', '{}', '{}', '{}', 'epoch', 'epoch', '0', '00000000-0000-0000-0000-000000000000', 'sad', 0.000001, ROW('', 0)),
@@ -102,7 +102,7 @@ INSERT INTO public.audited VALUES (1, 'quiet'), (2, NULL);
 INSERT INTO public.no_columns DEFAULT VALUES;
 INSERT INTO public.no_columns DEFAULT VALUES;
 REFRESH MATERIALIZED VIEW public.mood_counts;
-"""
+'''
 
 
 def build_corpus(conn: psycopg.Connection) -> None:
@@ -119,7 +119,7 @@ def add_bulk(conn: psycopg.Connection, rows: int, width: int = 200) -> None:
         "FROM generate_series(1, %s) g", (max(1, width // 32), rows))
 
 
-_FINGERPRINT_TABLES = """
+_FINGERPRINT_TABLES = r"""
 SELECT format('%I.%I', n.nspname, c.relname), c.relkind
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm', 'v', 'S')

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Build image/Dockerfile with podman, as enclave-backup:<version>.
+#
+# Where no container registry is reachable, the Debian bookworm base image is made
+# locally with debootstrap and tagged as the name the Dockerfile uses. podman needs
+# runc and raised ulimits on our build machines; both go into a project-local
+# containers.conf. Not part of the default test run (it takes minutes).
+set -euo pipefail
+
+repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+tools="${repo_root}/.tools"
+base_image="docker.io/library/debian:bookworm-slim"
+version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${repo_root}/image/pyproject.toml" | head -n1)"
+tag="${1:-enclave-backup:${version}}"
+
+missing=()
+for cmd in podman buildah runc debootstrap; do
+  command -v "${cmd}" >/dev/null || missing+=("${cmd}")
+done
+if ((${#missing[@]})); then
+  echo "installing ${missing[*]} from Debian" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends podman buildah runc debootstrap uidmap >/dev/null
+fi
+
+mkdir -p "${tools}"
+export CONTAINERS_CONF="${tools}/containers.conf"
+cat >"${CONTAINERS_CONF}" <<'CONF'
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+CONF
+
+if ! podman image exists "${base_image}"; then
+  rootfs="$(mktemp -d)"
+  trap 'rm -rf "${rootfs}"' EXIT
+  echo "building the base image ${base_image} with debootstrap" >&2
+  debootstrap --variant=minbase bookworm "${rootfs}" http://deb.debian.org/debian >/dev/null
+  # The slim image has no apt lists or caches; keep ours as small.
+  rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin
+  tar -C "${rootfs}" -c . | podman import --change 'CMD ["bash"]' - "${base_image}" >/dev/null
+fi
+
+podman build --pull=never --network host -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
+
+# Smoke test: runs as the numeric user with a read-only root filesystem.
+podman run --rm --network none --read-only --tmpfs /tmp "${tag}" --help >/dev/null
+echo "built ${tag}"

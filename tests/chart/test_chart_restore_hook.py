@@ -1,0 +1,130 @@
+"""The restore hook Job behind restore.fromObject (issue 4, chart part)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from .conftest import DOC_FLAGS, MANAGER_IMAGE, TOOLS, UMBRELLA, env_of, find, pod_spec, render, render_error
+
+KEY = "prod/enclave-manager/malbork-20250101T000000Z.sql.gz"
+
+
+def restore_render(helm, *more):
+    return render(helm, *MANAGER_IMAGE, *DOC_FLAGS, f"enclaveos-chart.restore.fromObject={KEY}", *more)
+
+
+def test_no_restore_job_without_from_object(helm):
+    for objs in (render(helm, *MANAGER_IMAGE), render(helm, *MANAGER_IMAGE, *DOC_FLAGS)):
+        assert not [o for o in objs if o["kind"] == "Job"]
+
+
+def test_restore_job_is_a_post_install_and_post_upgrade_hook(helm):
+    job = find(restore_render(helm), "Job", "r1-enclaveos-restore")
+    ann = job["metadata"]["annotations"]
+    assert ann["helm.sh/hook"] == "post-install,post-upgrade"
+    assert ann["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert ann["helm.sh/hook-weight"] == "10"
+    assert job["spec"]["backoffLimit"] == 1
+    assert job["spec"]["activeDeadlineSeconds"] == 21600
+    spec = pod_spec(job)
+    assert spec["restartPolicy"] == "Never"
+    (c,) = spec["containers"]
+    assert c["command"] == ["enclave-backup"]
+    assert c["args"] == ["restore", "--object", KEY]
+
+
+def test_restore_job_settings_reach_the_program(helm):
+    job = find(
+        restore_render(
+            helm,
+            "enclaveos-chart.restore.force=true",
+            "enclaveos-chart.restore.keepPrevious=3",
+            "enclaveos-chart.restore.waitForClientsSeconds=45",
+            "enclaveos-chart.restore.terminateClients=true",
+            "enclaveos-chart.restore.backoffLimit=0",
+            "enclaveos-chart.restore.activeDeadlineSeconds=900",
+        ),
+        "Job",
+    )
+    env = env_of(pod_spec(job)["containers"][0])
+    assert env["ENCLAVE_BACKUP_RESTORE_FORCE"]["value"] == "true"
+    assert env["ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS"]["value"] == "3"
+    assert env["ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS"]["value"] == "45"
+    assert env["ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS"]["value"] == "true"
+    assert job["spec"]["backoffLimit"] == 0 and job["spec"]["activeDeadlineSeconds"] == 900
+
+
+def test_restore_defaults(helm):
+    env = env_of(pod_spec(find(restore_render(helm), "Job"))["containers"][0])
+    assert env["ENCLAVE_BACKUP_RESTORE_FORCE"]["value"] == "false"
+    assert env["ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS"]["value"] == "1"
+    assert env["ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS"]["value"] == "300"
+    assert env["ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS"]["value"] == "false"
+
+
+def test_restore_job_shares_the_cronjobs_storage_database_and_security(helm):
+    objs = restore_render(helm)
+    job, cj = pod_spec(find(objs, "Job")), pod_spec(find(objs, "CronJob"))
+    restore_env, backup_env = env_of(job["containers"][0]), env_of(cj["containers"][0])
+    assert {k: v for k, v in restore_env.items() if not k.startswith("ENCLAVE_BACKUP_RESTORE_")} == backup_env
+    assert job["securityContext"] == cj["securityContext"]
+    assert job["containers"][0]["securityContext"] == cj["containers"][0]["securityContext"]
+    assert job["containers"][0]["image"] == cj["containers"][0]["image"]
+
+
+def test_restore_without_backups_still_gets_storage_settings(helm):
+    flags = [f for f in DOC_FLAGS if not f.startswith("enclaveos-chart.Backup.CronSchedule=")]
+    objs = render(helm, *MANAGER_IMAGE, *flags, "enclaveos-chart.restore.fromObject=latest")
+    assert not [o for o in objs if o["kind"] == "CronJob"]
+    c = pod_spec(find(objs, "Job"))["containers"][0]
+    assert c["args"] == ["restore", "--object", "latest"]
+    assert env_of(c)["ENCLAVE_BACKUP_BUCKET"]["value"] == "acme-enclave-manager-backups"
+
+
+def test_restore_needs_the_storage_settings(helm):
+    err = render_error(helm, *MANAGER_IMAGE, "enclaveos-chart.restore.fromObject=latest")
+    assert "Bucket" in err and "Endpoint" in err and "HmacSecretName" in err
+
+
+def test_manager_is_held_at_zero_replicas_during_a_restore(helm):
+    objs = restore_render(helm, "enclaveos-chart.Manager.ReplicaCount=3")
+    assert find(objs, "Deployment", "r1-enclaveos-manager")["spec"]["replicas"] == 0
+    # Unsetting fromObject (the second helm upgrade) brings the Manager back.
+    objs = restore_render(helm, "enclaveos-chart.Manager.ReplicaCount=3", "enclaveos-chart.restore.fromObject=")
+    assert find(objs, "Deployment")["spec"]["replicas"] == 3
+    assert not [o for o in objs if o["kind"] == "Job"]
+
+
+@pytest.mark.parametrize(
+    "flag, named",
+    [
+        ("enclaveos-chart.restore.keepPrevious=-1", "keepPrevious"),
+        ("enclaveos-chart.restore.waitForClientsSeconds=soon", "waitForClientsSeconds"),
+        ("enclaveos-chart.restore.force=maybe", "force"),
+        ("enclaveos-chart.restore.terminateClients=7", "terminateClients"),
+        ("enclaveos-chart.restore.fromobject=latest", "fromobject"),
+        ("enclaveos-chart.restore.fromObject=two words", "fromObject"),
+        ("enclaveos-chart.restore.activeDeadlineSeconds=0", "activeDeadlineSeconds"),
+    ],
+)
+def test_bad_restore_values_fail_naming_them(helm, flag, named):
+    err = render_error(helm, *MANAGER_IMAGE, *DOC_FLAGS, flag)
+    assert named in err
+
+
+def test_notes_say_what_the_restore_does_next():
+    proc = subprocess.run(
+        [str(TOOLS / "helm4"), "install", "r1", str(UMBRELLA), "--dry-run=client", "--namespace", "apps"]
+        + [a for f in (*MANAGER_IMAGE, *DOC_FLAGS, "enclaveos-chart.restore.fromObject=latest") for a in ("--set", f)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 0, proc.stderr
+    notes = proc.stdout.split("NOTES:", 1)[1]
+    assert "0 replicas while a restore is configured" in notes
+    assert 'hook Job r1-enclaveos-restore restores "latest"' in notes
+    assert "malbork_pre_restore_<time>" in notes
+    assert "kubectl -n apps logs -f job/r1-enclaveos-restore" in notes
+    assert "helm upgrade r1 <chart> --reuse-values --set enclaveos-chart.restore.fromObject=" in notes

@@ -10,12 +10,17 @@ from typing import Callable
 
 import psycopg
 
+from .stats import DumpStats
+
 FLUSH_BYTES = 1 << 20
 
 
 def stream_copy(conn: psycopg.Connection, copy_out_sql: str, copy_in_header: str,
-                write: Callable[[bytes], None]) -> int:
-    """Emit `copy_in_header`, every row of `copy_out_sql`, then the end marker; return the row count."""
+                write: Callable[[bytes], None], stats: DumpStats | None = None) -> int:
+    """Emit `copy_in_header`, every row of `copy_out_sql`, then the end marker; return the row count.
+
+    `stats.current_rows` follows the count while the table streams, for progress lines.
+    """
     rows = 0
     buffer = bytearray(copy_in_header.encode())
     with conn.cursor() as cur, cur.copy(copy_out_sql) as copy:
@@ -26,6 +31,10 @@ def stream_copy(conn: psycopg.Connection, copy_out_sql: str, copy_in_header: str
             if len(buffer) >= FLUSH_BYTES:
                 write(bytes(buffer))
                 buffer.clear()
+                if stats is not None:
+                    stats.current_rows = rows
+    if stats is not None:
+        stats.current_rows = 0
     buffer += b"\\.\n\n"
     write(bytes(buffer))
     return rows

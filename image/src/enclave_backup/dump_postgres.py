@@ -99,7 +99,7 @@ def dump_postgresql(conn: psycopg.Connection, database: str, write: Write, stats
         # A table without columns (CREATE TABLE t ()) still has rows: COPY takes no list then.
         column_list = f" ({cols})" if cols else ""
         stats.tables[stats.current_table] = stream_copy(
-            conn, f"COPY {name}{column_list} TO STDOUT", f"COPY {name}{column_list} FROM stdin;\n", write)
+            conn, f"COPY {name}{column_list} TO STDOUT", f"COPY {name}{column_list} FROM stdin;\n", write, stats)
     stats.current_table = ""
 
     for schema, seq in conn.execute(_SEQUENCES).fetchall():

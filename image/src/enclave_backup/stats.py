@@ -10,7 +10,8 @@ class DumpStats:
     tables: dict[str, int] = field(default_factory=dict)  # "schema.table" -> rows
     snapshot: str = ""  # PostgreSQL exported snapshot id, or CockroachDB AS OF SYSTEM TIME timestamp
     current_table: str = ""
+    current_rows: int = 0  # rows of current_table streamed so far
 
     @property
     def rows(self) -> int:
-        return sum(self.tables.values())
+        return sum(self.tables.values()) + self.current_rows

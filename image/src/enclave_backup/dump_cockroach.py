@@ -1,0 +1,344 @@
+"""CockroachDB dump: one AS OF SYSTEM TIME snapshot -> a plain SQL script `cockroach sql` replays.
+
+Script order: schemas, types, the CREATE statements of SHOW CREATE ALL TABLES (tables,
+views, sequences, dependency-ordered by CockroachDB), table data, materialized view
+refreshes, sequence values, then the foreign keys SHOW CREATE ALL TABLES lists as
+separate ALTER statements, so data loads without FK ordering concerns.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import psycopg
+
+from .copydata import stream_copy
+from .db import quote_ident, quote_literal
+from .errors import DatabaseError
+from .stats import DumpStats
+
+MIN_VERSION = (21, 1)
+SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION = (22, 1)
+COPY_TO_VERSION = (23, 1)
+
+INSERT_BATCH_ROWS = 1000
+INSERT_BATCH_BYTES = 1 << 20
+
+SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
+_SYSTEM_SCHEMA_LIST = ", ".join(quote_literal(s) for s in SYSTEM_SCHEMAS)
+
+# The exact statements issued; the unit tests' recorded server answers key on them.
+VERSION_SQL = "SELECT version()"
+SERIALIZABLE_SQL = "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE"
+FLOAT_DIGITS_SQL = "SET extra_float_digits = 3"
+TIMESTAMP_SQL = "SELECT cluster_logical_timestamp()::STRING"
+AOST_SQL = "SET TRANSACTION AS OF SYSTEM TIME {}"
+SHOW_SCHEMAS_SQL = "SHOW CREATE ALL SCHEMAS"
+SHOW_TYPES_SQL = "SHOW CREATE ALL TYPES"
+SHOW_TABLES_SQL = "SHOW CREATE ALL TABLES"
+# Before 22.1 there is no SHOW CREATE ALL SCHEMAS / TYPES.
+LEGACY_SCHEMAS_SQL = (
+    "SELECT schema_name FROM information_schema.schemata "
+    "WHERE catalog_name = current_database() "
+    f"AND schema_name NOT IN ('public', {_SYSTEM_SCHEMA_LIST}) "
+    "AND schema_name NOT LIKE 'pg_temp%' ORDER BY schema_name")
+LEGACY_TYPES_SQL = (
+    "SELECT create_statement FROM crdb_internal.create_type_statements "
+    "WHERE database_name = current_database() ORDER BY descriptor_id")
+RELATIONS_SQL = (
+    "SELECT table_schema, table_name, table_type FROM information_schema.tables "
+    f"WHERE table_catalog = current_database() AND table_schema NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY table_schema, table_name")
+MATVIEWS_SQL = (
+    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'm' ORDER BY n.nspname, c.relname")
+COLUMNS_SQL = (
+    "SELECT table_schema, table_name, column_name, crdb_sql_type, is_hidden, is_generated, "
+    "generation_expression, column_default FROM information_schema.columns "
+    f"WHERE table_catalog = current_database() AND table_schema NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY table_schema, table_name, ordinal_position")
+SEQUENCES_SQL = (
+    "SELECT sequence_schema, sequence_name, minimum_value, maximum_value "
+    "FROM information_schema.sequences WHERE sequence_catalog = current_database() "
+    "ORDER BY sequence_schema, sequence_name")
+
+_VERSION_RE = re.compile(r"CockroachDB\s+\S+\s+v(\d+)\.(\d+)")
+_HLC_RE = re.compile(r"\d+(\.\d+)?")
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    sql_type: str
+
+
+@dataclass(frozen=True)
+class Table:
+    schema: str
+    name: str
+    columns: tuple[Column, ...]
+
+    @property
+    def qualified(self) -> str:
+        return f"{quote_ident(self.schema)}.{quote_ident(self.name)}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def column_list(self) -> str:
+        return ", ".join(quote_ident(c.name) for c in self.columns)
+
+
+def parse_version(version: str) -> tuple[int, int]:
+    """(major, minor) from `SELECT version()`, e.g. 'CockroachDB CCL v23.1.11 (...)'."""
+    match = _VERSION_RE.search(version)
+    if not match:
+        raise DatabaseError(f"cannot read a CockroachDB version from {version!r}; "
+                            "set ENCLAVE_BACKUP_ENGINE=postgresql if this is a PostgreSQL server")
+    return int(match.group(1)), int(match.group(2))
+
+
+def check_supported(version: tuple[int, int], text: str) -> None:
+    if version < MIN_VERSION:
+        raise DatabaseError(
+            f"CockroachDB v{MIN_VERSION[0]}.{MIN_VERSION[1]} or newer is required for backups, "
+            f"but the server reports {text!r}; upgrade the cluster first")
+
+
+def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[bytes], None],
+                     stats: DumpStats, *, now_version: str | None = None) -> None:
+    """Write a replayable SQL script of `database`, every read at one AS OF SYSTEM TIME.
+
+    `now_version` is the server's `SELECT version()` text when the caller already read it.
+    """
+    version, version_text, timestamp = pick_snapshot(conn, now_version)
+    stats.snapshot = timestamp
+    # A historical, read-only transaction: every read below sees the same snapshot.
+    conn.execute(AOST_SQL.format(timestamp))
+    write(header(database, version_text, timestamp))
+    write_statements(write, "schemas", schema_statements(conn, version))
+    write_statements(write, "types", type_statements(conn, version))
+    creates, constraints = split_table_statements(first_column(conn, SHOW_TABLES_SQL))
+    write_statements(write, "tables, views and sequences", creates)
+    matviews = set(conn.execute(MATVIEWS_SQL).fetchall())
+    for table in list_tables(conn, matviews):
+        dump_table(conn, table, version, write, stats)
+    stats.current_table = ""
+    write_statements(write, "materialized views", refresh_statements(sorted(matviews)))
+    write_statements(write, "sequence values", sequence_statements(conn))
+    write_statements(write, "foreign keys", constraints)
+    conn.rollback()
+
+
+def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tuple[int, int], str, str]:
+    """Server version and the HLC timestamp (DECIMAL, as AS OF SYSTEM TIME takes it).
+
+    cluster_logical_timestamp() is refused under READ COMMITTED, hence SERIALIZABLE.
+    """
+    conn.execute(SERIALIZABLE_SQL)
+    version_text = now_version or conn.execute(VERSION_SQL).fetchone()[0]
+    version = parse_version(version_text)
+    check_supported(version, version_text)
+    conn.execute(FLOAT_DIGITS_SQL)  # shortest exact float text for the INSERT fallback
+    timestamp = str(conn.execute(TIMESTAMP_SQL).fetchone()[0]).strip()
+    conn.commit()
+    if not _HLC_RE.fullmatch(timestamp):
+        raise DatabaseError(f"unexpected cluster_logical_timestamp() value {timestamp!r}")
+    return version, version_text, timestamp
+
+
+def header(database: str, version_text: str, timestamp: str) -> bytes:
+    lines = ["-- enclave-backup dump", "-- engine: cockroachdb",
+             f"-- database: {one_line(database)}", f"-- server: {one_line(version_text)}",
+             f"-- as of system time: {one_line(timestamp)}",
+             "-- replay: cockroach sql -d <database> < this file (into an empty database)", ""]
+    return ("\n".join(lines) + "\n").encode()
+
+
+def one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def first_column(conn: psycopg.Connection, sql: str) -> list[str]:
+    return [row[0] for row in conn.execute(sql).fetchall()]
+
+
+def as_statement(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith(";") or text.startswith("--") else text + ";"
+
+
+def write_statements(write: Callable[[bytes], None], title: str, statements: Iterable[str]) -> None:
+    statements = list(statements)
+    if statements:
+        body = "".join(as_statement(s) + "\n" for s in statements)
+        write(f"-- {title}\n{body}\n".encode())
+
+
+def schema_statements(conn: psycopg.Connection, version: tuple[int, int]) -> list[str]:
+    if version >= SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION:
+        return [if_not_exists(s) for s in first_column(conn, SHOW_SCHEMAS_SQL)]
+    return [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(name)};"
+            for name in first_column(conn, LEGACY_SCHEMAS_SQL)]
+
+
+def if_not_exists(statement: str) -> str:
+    """SHOW CREATE ALL SCHEMAS lists `public`, which every new database already has."""
+    return re.sub(r"^\s*CREATE SCHEMA (?!IF NOT EXISTS )", "CREATE SCHEMA IF NOT EXISTS ", statement,
+                  count=1)
+
+
+def type_statements(conn: psycopg.Connection, version: tuple[int, int]) -> list[str]:
+    sql = SHOW_TYPES_SQL if version >= SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION else LEGACY_TYPES_SQL
+    return first_column(conn, sql)
+
+
+def split_table_statements(rows: list[str]) -> tuple[list[str], list[str]]:
+    """CREATE rows go before the data; the FK ALTERs, their comment and VALIDATEs after it."""
+    creates = [r for r in rows if r.lstrip().upper().startswith("CREATE ")]
+    after = [r for r in rows if not r.lstrip().upper().startswith("CREATE ")]
+    return creates, after
+
+
+def is_copied(hidden: str, generated: str, expression: str | None, default: str | None) -> bool:
+    """Computed columns are recomputed on insert; the implicit rowid gets fresh values.
+
+    Other NOT VISIBLE columns hold user data and are copied.
+    """
+    if (expression or "").strip() or (generated or "").upper() in ("YES", "ALWAYS"):
+        return False
+    return not (hidden == "YES" and (default or "").strip() == "unique_rowid()")
+
+
+def list_tables(conn: psycopg.Connection, matviews: set[tuple[str, str]]) -> list[Table]:
+    columns: dict[tuple[str, str], list[Column]] = {}
+    for schema, table, name, sql_type, hidden, generated, expression, default in \
+            conn.execute(COLUMNS_SQL).fetchall():
+        if is_copied(hidden, generated, expression, default):
+            columns.setdefault((schema, table), []).append(Column(name, sql_type))
+    tables = []
+    for schema, name, kind in conn.execute(RELATIONS_SQL).fetchall():
+        # Views and sequences come back with SHOW CREATE ALL TABLES; only tables hold rows.
+        if kind == "BASE TABLE" and (schema, name) not in matviews:
+            tables.append(Table(schema, name, tuple(columns.get((schema, name), ()))))
+    return tables
+
+
+def dump_table(conn: psycopg.Connection, table: Table, version: tuple[int, int],
+               write: Callable[[bytes], None], stats: DumpStats) -> None:
+    stats.current_table = table.key
+    stats.tables[table.key] = 0
+    if not table.columns:
+        stats.tables[table.key] = dump_default_rows(conn, table, write)
+    elif version >= COPY_TO_VERSION:
+        stats.tables[table.key] = stream_copy(conn, copy_out_sql(table), copy_in_header(table), write)
+    else:
+        dump_inserts(conn, table, write, stats)
+
+
+def copy_out_sql(table: Table) -> str:
+    return f"COPY (SELECT {table.column_list} FROM {table.qualified}) TO STDOUT"
+
+
+def copy_in_header(table: Table) -> str:
+    return f"COPY {table.qualified} ({table.column_list}) FROM STDIN;\n"
+
+
+def dump_default_rows(conn: psycopg.Connection, table: Table, write: Callable[[bytes], None]) -> int:
+    """A table whose only columns are computed or rowid: each row is all defaults."""
+    count = conn.execute(f"SELECT count(*) FROM {table.qualified}").fetchone()[0]
+    for _ in range(count):
+        write(f"INSERT INTO {table.qualified} DEFAULT VALUES;\n".encode())
+    return count
+
+
+def is_bytes(column: Column) -> bool:
+    return column.sql_type.upper() in ("BYTES", "BYTEA")
+
+
+def select_as_text_sql(table: Table) -> str:
+    """Every value as text, cast by the server so it round-trips; BYTES as hex."""
+    exprs = [f"encode({quote_ident(c.name)}, 'hex')" if is_bytes(c) else f"{quote_ident(c.name)}::STRING"
+             for c in table.columns]
+    return f"SELECT {', '.join(exprs)} FROM {table.qualified}"
+
+
+def dump_inserts(conn: psycopg.Connection, table: Table, write: Callable[[bytes], None],
+                 stats: DumpStats) -> None:
+    """Servers before 23.1 have no COPY TO: stream rows and batch them into INSERTs."""
+    prefix = f"INSERT INTO {table.qualified} ({table.column_list}) VALUES\n"
+    kinds = [is_bytes(c) for c in table.columns]
+    batch: list[str] = []
+    size = 0
+    with conn.cursor() as cur:
+        for row in cur.stream(select_as_text_sql(table)):
+            batch.append(row_literal(row, kinds))
+            size += len(batch[-1])
+            if len(batch) >= INSERT_BATCH_ROWS or size >= INSERT_BATCH_BYTES:
+                write_insert(write, prefix, batch)
+                stats.tables[table.key] += len(batch)
+                batch, size = [], 0
+    if batch:
+        write_insert(write, prefix, batch)
+        stats.tables[table.key] += len(batch)
+
+
+def write_insert(write: Callable[[bytes], None], prefix: str, rows: list[str]) -> None:
+    write((prefix + ",\n".join(rows) + ";\n").encode())
+
+
+def row_literal(row: tuple, byte_columns: list[bool]) -> str:
+    return "(" + ", ".join(value_literal(v, b) for v, b in zip(row, byte_columns)) + ")"
+
+
+def value_literal(value: str | None, is_byte_column: bool) -> str:
+    """Untyped string constants take the target column's type in INSERT ... VALUES."""
+    if value is None:
+        return "NULL"
+    if is_byte_column:
+        return f"decode('{value}', 'hex')"
+    return string_literal(value)
+
+
+_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def string_literal(text: str) -> str:
+    """A plain '...' literal, or e'...' when backslashes or control characters need escapes.
+
+    Escaping newlines keeps every data line of the script on one physical line.
+    """
+    if not any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+        return "'" + text.replace("'", "''") + "'"
+    out = []
+    for ch in text:
+        if ch in _ESCAPES:
+            out.append(_ESCAPES[ch])
+        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "e'" + "".join(out) + "'"
+
+
+def refresh_statements(matviews: list[tuple[str, str]]) -> list[str]:
+    """Materialized views were created over empty tables; fill them from the loaded data."""
+    return [f"REFRESH MATERIALIZED VIEW {quote_ident(s)}.{quote_ident(n)};" for s, n in matviews]
+
+
+def sequence_statements(conn: psycopg.Connection) -> list[str]:
+    statements = []
+    for schema, name, minimum, maximum in conn.execute(SEQUENCES_SQL).fetchall():
+        qualified = f"{quote_ident(schema)}.{quote_ident(name)}"
+        last_value, is_called = conn.execute(f"SELECT last_value, is_called FROM {qualified}").fetchone()
+        # An unused sequence reports START - INCREMENT, outside its bounds; CREATE already
+        # restores that state and setval would reject the value.
+        if int(minimum) <= int(last_value) <= int(maximum):
+            called = "true" if is_called else "false"
+            statements.append(f"SELECT setval({quote_literal(qualified)}, {int(last_value)}, {called});")
+    return statements

@@ -138,8 +138,10 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
 def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tuple[int, int], str, str]:
     """Server version and the HLC timestamp (DECIMAL, as AS OF SYSTEM TIME takes it).
 
-    cluster_logical_timestamp() is refused under READ COMMITTED, hence SERIALIZABLE.
+    cluster_logical_timestamp() is refused under READ COMMITTED, hence SERIALIZABLE; the
+    rollback first makes sure the SET TRANSACTION statements open their transactions.
     """
+    conn.rollback()
     conn.execute(SERIALIZABLE_SQL)
     version_text = now_version or conn.execute(VERSION_SQL).fetchone()[0]
     version = parse_version(version_text)
@@ -236,7 +238,7 @@ def dump_table(conn: psycopg.Connection, table: Table, version: tuple[int, int],
     if not table.columns:
         stats.tables[table.key] = dump_default_rows(conn, table, write)
     elif version >= COPY_TO_VERSION:
-        stats.tables[table.key] = stream_copy(conn, copy_out_sql(table), copy_in_header(table), write)
+        stats.tables[table.key] = stream_copy(conn, copy_out_sql(table), copy_in_header(table), write, stats)
     else:
         dump_inserts(conn, table, write, stats)
 

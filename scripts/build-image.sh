@@ -43,7 +43,14 @@ if ! podman image exists "${base_image}"; then
   tar -C "${rootfs}" -c . | podman import --change 'CMD ["bash"]' - "${base_image}" >/dev/null
 fi
 
-podman build --pull=never --network host -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
+# Build machines that reach PyPI through a TLS-intercepting proxy name its CA bundle
+# in PIP_CERT; hand it to pip inside the build without baking it into the image.
+ca_args=()
+if [[ -n "${PIP_CERT:-}" && -f "${PIP_CERT}" ]]; then
+  ca_args=(--volume "${PIP_CERT}:/etc/pip-ca.crt:ro" --build-arg PIP_CERT=/etc/pip-ca.crt)
+fi
+
+podman build --pull=never --network host "${ca_args[@]}" -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
 
 # Smoke test: runs as the numeric user with a read-only root filesystem.
 podman run --rm --network none --read-only --tmpfs /tmp "${tag}" --help >/dev/null

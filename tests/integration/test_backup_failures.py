@@ -12,11 +12,11 @@ import uuid
 import pytest
 
 from tests.conftest import CliResult, run_cli, spawn_cli
+from tests.integration.conftest import BULK_ROWS
 from tests.integration.corpus import add_bulk
 from tests.support.pgserver import start_server
 from tests.support.proxy import Proxy
 
-BULK_ROWS = 250_000  # about 110 MB of SQL text: many parts, a few seconds of dumping
 
 
 def assert_nothing_left(moto, bucket):
@@ -64,21 +64,6 @@ def uploaded_some_parts(event: dict) -> bool:
 
 def dumping_rows(event: dict) -> bool:
     return event.get("event") == "backup progress" and event.get("rows", 0) > 0
-
-
-@pytest.fixture(scope="module")
-def bulk_db(pg):
-    name = f"bulk_{uuid.uuid4().hex[:8]}"
-    pg.create_database(name)
-    with pg.connect(name) as conn:
-        add_bulk(conn, BULK_ROWS, width=400)
-    return name
-
-
-@pytest.fixture
-def bulk_env(cli_env, pg, bulk_db):
-    return {**cli_env, **pg.env(bulk_db), "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.05",
-            "ENCLAVE_BACKUP_COMPRESSION": "none", "ENCLAVE_BACKUP_PART_SIZE_MIB": "5"}
 
 
 def test_database_server_stopped_mid_dump(moto, bucket, cli_env):

@@ -105,11 +105,14 @@ def compressor(kind: str, sink: Sink, level: int | None = None, threads: int = 0
     raise ValueError(f"unknown compression {kind!r}")
 
 
-class _GzipStream:
-    """Decompresses concatenated gzip members and notices a member cut short."""
+class _Frames:
+    """Decompresses concatenated gzip members or zstd frames and notices one cut short."""
 
-    def __init__(self):
-        self._engine = zlib.decompressobj(31)
+    def __init__(self, new_engine, errors, name: str):
+        self._new_engine = new_engine
+        self._errors = errors
+        self._name = name
+        self._engine = new_engine()
         self._inside = False  # fed bytes of a member whose end has not come yet
 
     def decompress(self, data: bytes) -> bytes:
@@ -118,35 +121,18 @@ class _GzipStream:
             self._inside = True
             try:
                 out.append(self._engine.decompress(data))
-            except zlib.error as exc:
-                raise IntegrityError(f"the gzip stream is corrupt: {exc}") from None
+            except self._errors as exc:
+                raise IntegrityError(f"the {self._name} stream is corrupt: {exc}") from None
             if not self._engine.eof:
                 break
             self._inside = False
             data = self._engine.unused_data
-            self._engine = zlib.decompressobj(31)
+            self._engine = self._new_engine()
         return b"".join(out)
 
     def finish(self) -> None:
         if self._inside:
-            raise IntegrityError("the gzip stream ends in the middle of a member (truncated object)")
-
-
-class _ZstdStream:
-    def __init__(self):
-        self._engine = zstandard.ZstdDecompressor().decompressobj(read_across_frames=True)
-        self._seen = False
-
-    def decompress(self, data: bytes) -> bytes:
-        self._seen = self._seen or bool(data)
-        try:
-            return self._engine.decompress(data)
-        except zstandard.ZstdError as exc:
-            raise IntegrityError(f"the zstd stream is corrupt: {exc}") from None
-
-    def finish(self) -> None:
-        if self._seen and not self._engine.eof:
-            raise IntegrityError("the zstd stream ends in the middle of a frame (truncated object)")
+            raise IntegrityError(f"the {self._name} stream ends in the middle (truncated object)")
 
 
 class _Plain:
@@ -159,4 +145,8 @@ class _Plain:
 
 def decompressor(kind: str):
     """An object with decompress(bytes) -> bytes and finish() that raises on truncation."""
-    return {"gzip": _GzipStream, "zstd": _ZstdStream, "none": _Plain}[kind]()
+    if kind == "gzip":
+        return _Frames(lambda: zlib.decompressobj(31), zlib.error, "gzip")
+    if kind == "zstd":
+        return _Frames(lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError, "zstd")
+    return _Plain()

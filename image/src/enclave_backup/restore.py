@@ -1,0 +1,383 @@
+"""One restore run: object -> sha256 -> decompressor -> statements -> scratch database -> swap.
+
+The live database is only renamed (never dropped) and only after the whole script
+applied and the object matched its manifest; see the design's invariants 3-5.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from botocore.exceptions import BotoCoreError, ClientError
+
+from . import db, log
+from .catalog import complete_backups, read_manifest
+from .compress import decompressor
+from .config import Config
+from .errors import ConfigError, DatabaseError, IntegrityError, StorageError
+from .manifest import Manifest, manifest_key
+from .progress import Progress
+from .s3 import Storage, describe_error, utcnow
+from .sqlscript import CopyBlock, Statement, split
+from .swap import Client, dialect, marker, parse_marker
+
+READ_CHUNK = 256 * 1024
+STAMP = "%Y%m%d%H%M%S"
+MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; longer names would be cut silently
+SWAP_RETRY_SECONDS = 10.0  # after terminating clients: time for their sessions to end
+
+
+def scratch_name(database: str, stamp: str) -> str:
+    return f"{database}_restoring_{stamp}"
+
+
+def previous_name(database: str, stamp: str) -> str:
+    return f"{database}_pre_restore_{stamp}"
+
+
+def _pattern(database: str, kind: str) -> re.Pattern:
+    return re.compile(rf"^{re.escape(database)}_{kind}_\d{{14}}$")
+
+
+@dataclass
+class RestoreSummary:
+    key: str
+    database: str
+    restored: bool  # False: the live database already came from this backup
+    sha256: str = ""
+    stored_size: int = 0
+    uncompressed_size: int = 0
+    tables: int = 0
+    rows: int = 0
+    statements: int = 0
+    duration_s: float = 0.0
+    previous_database: str | None = None
+    dropped_previous: list[str] = field(default_factory=list)
+    rollback: list[str] = field(default_factory=list)
+
+
+def run_restore(config: Config, object_key: str = "latest", force: bool | None = None) -> RestoreSummary:
+    """Restore `object_key` (or the newest complete backup for "latest") into config.database."""
+    logger = log.get()
+    started = time.monotonic()
+    force = config.restore_force if force is None else force
+    if len(previous_name(config.database, "0" * 14).encode()) > MAX_NAME_BYTES:
+        raise ConfigError(f"database name {config.database!r} is too long to restore safely: the kept copy's name "
+                          f"{previous_name(config.database, STAMP)!r} must fit in {MAX_NAME_BYTES} bytes")
+    storage = Storage(config)
+    key, manifest = resolve(storage, config, object_key)
+    logger.info("restore started", key=key, database=config.database, engine=manifest.engine,
+                stored_size=manifest.stored_size, uncompressed_size=manifest.uncompressed_size, force=force)
+
+    conn, sql = connect_maintenance(config, manifest)
+    with conn:
+        live = config.database
+        with db.database_errors(live, "preparing the restore"):
+            if not sql.try_lock(conn, live):
+                raise DatabaseError(f"another restore of {live!r} is running; try again when it has finished")
+            drop_leftovers(conn, sql, live)
+            mark = parse_marker(sql.read_comment(conn, live))
+        if mark and mark.get("key") == key and mark.get("sha256") == manifest.sha256 and not force:
+            logger.info("restore skipped: the database already holds this backup", key=key, database=live,
+                        restored_at=mark.get("restored_at"), hint="use --force (restore.force) to restore it again")
+            return RestoreSummary(key, live, restored=False, sha256=manifest.sha256)
+
+        stamp = utcnow().strftime(STAMP)
+        scratch, previous = scratch_name(live, stamp), previous_name(live, stamp)
+        with db.database_errors(live, "creating the scratch database"):
+            live_exists = live in sql.databases(conn)
+            conn.execute(sql.create_sql(conn, scratch, live if live_exists else None))
+        logger.info("scratch database created", scratch=scratch)
+        try:
+            loaded = load(config, storage, key, manifest, scratch)
+            with db.database_errors(scratch, "marking the restored database"):
+                conn.execute(sql.comment_sql(scratch, marker(key, manifest.sha256, utcnow().isoformat())))
+            wait_for_clients(config, conn, sql, live if live_exists else None)
+            swap(conn, sql, live, scratch, previous if live_exists else None)
+        except BaseException:
+            _drop_quietly(conn, sql, scratch)
+            raise
+        dropped = keep_previous(conn, sql, live, config.restore_keep_previous)
+
+    kept = previous if live_exists and previous not in dropped else None
+    rollback = []
+    if kept:
+        rollback = [sql.rename_sql(live, f"{live}_restored_{stamp}") + ";",
+                    sql.rename_sql(kept, live) + ";"]
+    summary = RestoreSummary(
+        key, live, restored=True, sha256=manifest.sha256, stored_size=loaded.stored,
+        uncompressed_size=loaded.uncompressed, tables=len(manifest.tables), rows=loaded.rows,
+        statements=loaded.statements, duration_s=round(time.monotonic() - started, 2),
+        previous_database=kept, dropped_previous=dropped, rollback=rollback)
+    logger.info("restore complete", key=key, database=live, stored_bytes=summary.stored_size,
+                sql_bytes=summary.uncompressed_size, tables=summary.tables, rows=summary.rows,
+                statements=summary.statements, duration_s=summary.duration_s, previous_database=kept,
+                dropped_previous=dropped,
+                rollback=("with no client connected, run: " + " ".join(rollback)) if rollback else
+                "no previous database kept (none existed or restore.keepPrevious=0)")
+    return summary
+
+
+def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Manifest]:
+    """The object's key and its checked manifest; fails before any database work."""
+    if object_key == "latest":
+        backups = complete_backups(storage, config.key_prefix, config.database)
+        if not backups:
+            raise StorageError(f"no complete backup of {config.database!r} in "
+                               f"s3://{config.bucket}/{config.key_prefix} (an object counts only with its manifest)")
+        key = backups[0].key
+    else:
+        key = object_key.lstrip("/")
+        if storage.head(key) is None and config.key_prefix and not key.startswith(config.key_prefix) \
+                and storage.head(config.key_prefix + key) is not None:
+            key = config.key_prefix + key  # a key given relative to the prefix
+    head = storage.head(key)
+    if head is None:
+        raise StorageError(f"s3://{config.bucket}/{key}: no such object; `enclave-backup list` shows the backups")
+    if storage.head(manifest_key(key)) is None:
+        raise IntegrityError(f"s3://{config.bucket}/{key} has no manifest ({manifest_key(key)}): "
+                             "it is not a complete backup")
+    manifest = read_manifest(storage, key)
+    if manifest.database != config.database:
+        raise IntegrityError(f"s3://{config.bucket}/{key} is a backup of database {manifest.database!r}, "
+                             f"not of {config.database!r}")
+    if head["ContentLength"] != manifest.stored_size:
+        raise IntegrityError(f"s3://{config.bucket}/{key} holds {head['ContentLength']} bytes but its manifest "
+                             f"says {manifest.stored_size}: the object is truncated or was replaced")
+    return key, manifest
+
+
+def connect_maintenance(config: Config, manifest: Manifest):
+    """An autocommit connection outside the live database, for CREATE/ALTER/DROP DATABASE."""
+    names = {"postgresql": ("postgres",), "cockroachdb": ("defaultdb", "postgres")}.get(
+        config.engine, ("postgres", "defaultdb"))
+    for i, name in enumerate(names):
+        try:
+            conn = db.connect(config, dbname=name, autocommit=True)
+            break
+        except DatabaseError as exc:
+            if "does not exist" not in str(exc) or i == len(names) - 1:
+                raise
+    with db.database_errors(config.database, "reading the server version"):
+        engine, _version = db.detect_engine(conn, config.engine)
+    if engine != manifest.engine:
+        conn.close()
+        raise IntegrityError(f"{manifest.key} is a {manifest.engine} backup; the server is {engine}")
+    return conn, dialect(engine)
+
+
+def drop_leftovers(conn, sql, live: str) -> None:
+    """Scratch databases of runs that were killed outright (SIGKILL, OOM, node loss)."""
+    pattern = _pattern(live, "restoring")
+    for name in sql.databases(conn):
+        if pattern.match(name):
+            conn.execute(sql.drop_sql(name, force=True))
+            log.get().warning("dropped the scratch database of an interrupted restore", scratch=name)
+
+
+def keep_previous(conn, sql, live: str, keep: int) -> list[str]:
+    """Drop all but the newest `keep` previous databases; a failure here only warns."""
+    pattern = _pattern(live, "pre_restore")
+    try:
+        names = sorted((n for n in sql.databases(conn) if pattern.match(n)), reverse=True)
+    except psycopg.Error as exc:
+        log.get().warning("could not list previous databases", error=db.describe(exc, live))
+        return []
+    dropped = []
+    for name in names[keep:]:
+        try:
+            conn.execute(sql.drop_sql(name, force=False))
+            dropped.append(name)
+        except psycopg.Error as exc:
+            log.get().warning("could not drop an old previous database", database=name,
+                              error=db.describe(exc, name))
+    return dropped
+
+
+def _drop_quietly(conn, sql, name: str) -> None:
+    try:
+        conn.execute(sql.drop_sql(name, force=True))
+        log.get().info("scratch database dropped", scratch=name)
+    except Exception as exc:  # noqa: BLE001 - the original error matters more; the next run cleans up
+        log.get().error("could not drop the scratch database; the next restore drops it", scratch=name,
+                        error=log.scrub(str(exc)))
+
+
+@dataclass
+class Loaded:
+    stored: int = 0
+    uncompressed: int = 0
+    statements: int = 0
+    rows: int = 0
+    table: str = ""
+
+
+class ObjectStream:
+    """The object's bytes, hashed as they pass, decompressed into SQL text."""
+
+    def __init__(self, storage: Storage, key: str, manifest: Manifest, loaded: Loaded, progress: Progress):
+        self.storage, self.key, self.manifest = storage, key, manifest
+        self.loaded, self.progress = loaded, progress
+        self.hasher = hashlib.sha256()
+        self._raw = storage.open_read(key).iter_chunks(READ_CHUNK)
+
+    def _read(self):
+        try:
+            for raw in self._raw:
+                self.hasher.update(raw)
+                self.loaded.stored += len(raw)
+                yield raw
+        except (BotoCoreError, ClientError, OSError) as exc:
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.storage.bucket, self.key))) from None
+
+    def sql_chunks(self):
+        engine = decompressor(self.manifest.compression)
+        for raw in self._read():
+            text = engine.decompress(raw)
+            if text:
+                self.loaded.uncompressed += len(text)
+                self.progress.add(len(text), self._snapshot)
+                yield text
+        engine.finish()
+        # Checked before the splitter sees the end, so a cut-off last statement never runs.
+        self.verify()
+
+    def _snapshot(self) -> dict:
+        return {"stored_bytes": self.loaded.stored, "statements": self.loaded.statements,
+                "rows": self.loaded.rows, "table": self.loaded.table}
+
+    def drain(self) -> None:
+        for _ in self._read():
+            pass
+
+    def verify(self) -> None:
+        m, got = self.manifest, self.loaded
+        problems = []
+        if got.stored != m.stored_size:
+            problems.append(f"{got.stored} stored bytes, manifest says {m.stored_size}")
+        if self.hasher.hexdigest() != m.sha256:
+            problems.append(f"sha256 {self.hasher.hexdigest()}, manifest says {m.sha256}")
+        if got.uncompressed != m.uncompressed_size:
+            problems.append(f"{got.uncompressed} bytes of SQL, manifest says {m.uncompressed_size}")
+        if problems:
+            raise IntegrityError(f"{self.key} does not match its manifest: " + "; ".join(problems))
+
+
+def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch: str) -> Loaded:
+    """Apply the object's script to `scratch`, one statement at a time, stopping at the first error."""
+    logger = log.get()
+    loaded = Loaded()
+    progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
+    stream = ObjectStream(storage, key, manifest, loaded, progress)
+    conn = db.connect(config, dbname=scratch, autocommit=True)
+    with conn, conn.cursor() as cur:
+        for item in split(stream.sql_chunks()):
+            statement = item.statement if isinstance(item, CopyBlock) else item
+            loaded.statements += 1
+            try:
+                if isinstance(item, CopyBlock):
+                    loaded.table = _copy_table(statement.sql)
+                    with cur.copy(statement.sql) as copy:
+                        for data in item:
+                            copy.write(data)
+                    loaded.rows += item.rows
+                else:
+                    cur.execute(statement.sql)
+            except psycopg.Error as exc:
+                _statement_failed(stream, statement, exc, scratch)
+    return loaded
+
+
+def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.Error, scratch: str):
+    where = f"the statement at line {statement.line} failed: {db.describe(exc, scratch)}; it begins: {statement.head()}"
+    if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # A corrupt object makes bad SQL; read the rest to tell a damaged backup from a real SQL error.
+        stream.drain()
+        try:
+            stream.verify()
+        except IntegrityError as bad:
+            raise IntegrityError(log.scrub(f"{bad}; {where}")) from None
+    raise DatabaseError(log.scrub(where)) from None
+
+
+_COPY_TABLE = re.compile(r"(?is)^COPY\s+(.+?)\s*(?:\(|FROM\b)")
+
+
+def _copy_table(sql: str) -> str:
+    m = _COPY_TABLE.match(sql)
+    return m.group(1) if m else ""
+
+
+def wait_for_clients(config: Config, conn, sql, live: str | None) -> None:
+    """Wait until nobody else uses the live database; end their sessions if so configured."""
+    if live is None:
+        return
+    logger = log.get()
+    deadline = time.monotonic() + config.restore_wait_for_clients_seconds
+    next_log = 0.0
+    while True:
+        with db.database_errors(live, "listing the clients of the live database"):
+            clients = sql.clients(conn, live)
+        if not clients:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now >= next_log:
+            logger.info("waiting for clients to leave the live database", database=live, clients=len(clients),
+                        who=[c.describe() for c in clients[:10]], seconds_left=round(deadline - now, 1))
+            next_log = now + config.progress_interval
+        time.sleep(min(0.5, max(0.0, deadline - now)))
+    if not config.restore_terminate_clients:
+        raise DatabaseError(
+            f"{len(clients)} client(s) still connected to {live!r} after waiting "
+            f"{config.restore_wait_for_clients_seconds:g}s ({_who(clients)}); the restored data was discarded and "
+            f"{live!r} is unchanged. Stop them (e.g. Manager.ReplicaCount=0), raise restore.waitForClientsSeconds "
+            "or set restore.terminateClients=true")
+    with db.database_errors(live, "ending the sessions of other clients"):
+        for client in clients:
+            sql.terminate(conn, client)
+    logger.warning("ended the sessions of clients of the live database", database=live, clients=len(clients),
+                   who=[c.describe() for c in clients[:10]])
+
+
+def _who(clients: list[Client]) -> str:
+    shown = ", ".join(c.describe() for c in clients[:5])
+    return shown + (f" and {len(clients) - 5} more" if len(clients) > 5 else "")
+
+
+def swap(conn, sql, live: str, scratch: str, previous: str | None) -> None:
+    """live -> previous, scratch -> live. Retries while a client slips in between (PostgreSQL)."""
+    deadline = time.monotonic() + SWAP_RETRY_SECONDS
+    while True:
+        try:
+            _swap_once(conn, sql, live, scratch, previous)
+            return
+        except psycopg.errors.ObjectInUse as exc:
+            if time.monotonic() >= deadline:
+                raise DatabaseError(f"cannot rename {live!r}: {db.describe(exc, live)}; "
+                                    "a client keeps connecting to it") from None
+            time.sleep(0.2)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"swapping in the restored database: {db.describe(exc, live)}") from None
+
+
+def _swap_once(conn, sql, live: str, scratch: str, previous: str | None) -> None:
+    if sql.swap_in_transaction:
+        with conn.transaction():
+            if previous:
+                conn.execute(sql.rename_sql(live, previous))
+            conn.execute(sql.rename_sql(scratch, live))
+        return
+    if previous:
+        conn.execute(sql.rename_sql(live, previous))
+    try:
+        conn.execute(sql.rename_sql(scratch, live))
+    except BaseException:
+        if previous:
+            conn.execute(sql.rename_sql(previous, live))  # put the live database back
+        raise

@@ -1,0 +1,140 @@
+"""Database-level SQL of the restore, per engine: create, rename, drop, comment, sessions.
+
+PostgreSQL and CockroachDB differ here: CockroachDB drops with CASCADE, has no
+template databases or advisory locks, and reports sessions cluster-wide without the
+database they use (so every other client session counts as a client there).
+"""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass
+
+from .db import quote_ident, quote_literal
+
+MARKER_TOOL = "enclave-backup"
+
+
+@dataclass(frozen=True)
+class Client:
+    id: str
+    application: str
+    address: str
+
+    def describe(self) -> str:
+        return f"{self.application or '(no application_name)'} from {self.address or 'local socket'}"
+
+
+def marker(key: str, sha256: str, restored_at: str) -> str:
+    """The text the restored database carries as its comment: which backup it came from."""
+    return json.dumps({"restored_by": MARKER_TOOL, "key": key, "sha256": sha256, "restored_at": restored_at},
+                      sort_keys=True)
+
+
+def parse_marker(comment: str | None) -> dict | None:
+    if not comment:
+        return None
+    try:
+        data = json.loads(comment)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("restored_by") != MARKER_TOOL:
+        return None
+    return data
+
+
+class PostgreSQL:
+    name = "postgresql"
+    maintenance_databases = ("postgres",)
+    swap_in_transaction = True  # ALTER DATABASE ... RENAME is transactional here
+
+    def databases(self, conn) -> list[str]:
+        return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate").fetchall()]
+
+    def read_comment(self, conn, name: str) -> str | None:
+        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                           (name,)).fetchone()
+        return row[0] if row else None
+
+    def create_sql(self, conn, name: str, like: str | None) -> str:
+        # template0: pg_dump output expects a pristine database (template1 may hold extras).
+        sql = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
+        if like is None:
+            return sql
+        row = conn.execute(
+            "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) = current_user, "
+            "pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (like,)).fetchone()
+        if row is None:
+            return sql
+        encoding, collate, ctype, own, owner = row
+        sql += f" ENCODING {quote_literal(encoding)} LC_COLLATE {quote_literal(collate)} LC_CTYPE {quote_literal(ctype)}"
+        return sql if own else sql + f" OWNER {quote_ident(owner)}"
+
+    def rename_sql(self, old: str, new: str) -> str:
+        return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
+
+    def drop_sql(self, name: str, force: bool) -> str:
+        return f"DROP DATABASE IF EXISTS {quote_ident(name)}" + (" WITH (FORCE)" if force else "")
+
+    def comment_sql(self, name: str, text: str) -> str:
+        return f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(text)}"
+
+    def clients(self, conn, name: str) -> list[Client]:
+        rows = conn.execute("SELECT pid, coalesce(application_name, ''), coalesce(client_addr::text, '') "
+                            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            (name,)).fetchall()
+        return [Client(str(pid), app, addr) for pid, app, addr in rows]
+
+    def terminate(self, conn, client: Client) -> None:
+        conn.execute("SELECT pg_terminate_backend(%s)", (int(client.id),))
+
+    def try_lock(self, conn, database: str) -> bool:
+        """Session lock against a second restore of the same database; released on disconnect."""
+        key = zlib.crc32(f"enclave-backup restore {database}".encode())
+        return bool(conn.execute("SELECT pg_try_advisory_lock(%s::bigint)", (key,)).fetchone()[0])
+
+
+class CockroachDB:
+    name = "cockroachdb"
+    # `postgres` exists on CockroachDB too, for tools that expect it; defaultdb is its own default.
+    maintenance_databases = ("defaultdb", "postgres")
+    swap_in_transaction = False  # schema changes run one at a time; a failed swap is undone by hand below
+
+    def databases(self, conn) -> list[str]:
+        return [r[0] for r in conn.execute("SELECT database_name FROM [SHOW DATABASES]").fetchall()]
+
+    def read_comment(self, conn, name: str) -> str | None:
+        row = conn.execute("SELECT comment FROM [SHOW DATABASES WITH COMMENT] WHERE database_name = %s",
+                           (name,)).fetchone()
+        return row[0] if row else None
+
+    def create_sql(self, conn, name: str, like: str | None) -> str:
+        return f"CREATE DATABASE {quote_ident(name)}"
+
+    def rename_sql(self, old: str, new: str) -> str:
+        return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
+
+    def drop_sql(self, name: str, force: bool) -> str:
+        return f"DROP DATABASE IF EXISTS {quote_ident(name)} CASCADE"
+
+    def comment_sql(self, name: str, text: str) -> str:
+        return f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(text)}"
+
+    def clients(self, conn, name: str) -> list[Client]:
+        own = conn.execute("SHOW session_id").fetchone()[0]
+        rows = conn.execute("SELECT session_id, application_name, client_address "
+                            "FROM [SHOW CLUSTER SESSIONS]").fetchall()
+        # The cluster's own background work runs under application names starting with "$ internal".
+        return [Client(str(sid), app or "", addr or "") for sid, app, addr in rows
+                if sid != own and not (app or "").startswith("$ internal")]
+
+    def terminate(self, conn, client: Client) -> None:
+        conn.execute(f"CANCEL SESSION {quote_literal(client.id)}")
+
+    def try_lock(self, conn, database: str) -> bool:
+        return True  # no advisory locks; the Helm hook runs one restore Job at a time
+
+
+def dialect(engine: str):
+    return CockroachDB() if engine == "cockroachdb" else PostgreSQL()

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# One-time (idempotent) set-up of everything the tests, the demo and the benchmark need:
+# Debian packages, a virtualenv with pinned packages, and the pinned Helm binaries.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
+
+missing=()
+[[ -x /usr/lib/postgresql/15/bin/initdb ]] || missing+=(postgresql-15)
+command -v pg_dump >/dev/null || missing+=(postgresql-client-15)
+command -v unzip >/dev/null || missing+=(unzip)
+command -v runuser >/dev/null || missing+=(util-linux)
+if ((${#missing[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2
+    exit 1
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [[ ! -x .venv/bin/python ]]; then
+  say "creating the virtualenv in .venv"
+  python3 -m venv .venv
+fi
+# Reinstall only when the pins changed.
+stamp=.venv/.pins.sha256
+want=$(cat requirements-dev.txt image/pyproject.toml | sha256sum | cut -d' ' -f1)
+if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
+  say "installing pinned Python packages"
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e image
+  echo "$want" > "$stamp"
+fi
+
+say "installing pinned Helm binaries"
+scripts/install-helm.sh

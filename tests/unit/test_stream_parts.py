@@ -1,0 +1,125 @@
+"""Pure logic of the stream: part sizing, keys, manifests, compression round trips, config."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import subprocess
+from datetime import datetime, timezone
+
+import pytest
+import zstandard
+
+from enclave_backup import compress, config, log, manifest, s3
+from enclave_backup.errors import ConfigError, IntegrityError
+
+MiB = 1 << 20
+TiB = 1 << 40
+
+
+def test_default_part_size_holds_a_tebibyte_in_ten_thousand_parts():
+    base = config.load({"ENCLAVE_BACKUP_BUCKET": "b"}).part_size
+    assert s3.capacity(base) >= TiB
+    assert s3.part_size(base, 1) == base == 20 * MiB
+    assert s3.part_size(base, 1000) == base and s3.part_size(base, 1001) == 2 * base
+    assert s3.part_size(base, s3.MAX_PARTS) == 10 * base <= 5 * 1024 * MiB  # S3's largest part
+
+
+def test_object_key_layout():
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert manifest.object_key("", "malbork", started, "gzip") == "malbork-20260102T030405Z.sql.gz"
+    key = manifest.object_key("a/b/", "malbork", started, "zstd")
+    assert key == "a/b/malbork-20260102T030405Z.sql.zst"
+    assert manifest.parse_key(key, "a/b/") == ("malbork", started)
+    assert manifest.parse_key(key, "a/") is None  # deeper prefixes are not ours
+    assert manifest.parse_key("a/b/malbork-2026.sql.gz", "a/b/") is None
+
+
+def test_prefix_is_normalised():
+    assert config.load({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_PREFIX": "/x/y/"}).key_prefix == "x/y/"
+    assert config.load({"ENCLAVE_BACKUP_BUCKET": "b"}).key_prefix == ""
+
+
+@pytest.mark.parametrize("env, words", [
+    ({}, "ENCLAVE_BACKUP_BUCKET is not set"),
+    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_COMPRESSION_LEVEL": "12"}, "above 9"),
+    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY": "x"}, "not an integer"),
+    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_RESTORE_FORCE": "maybe"}, "not a boolean"),
+])
+def test_config_errors_name_the_variable(env, words):
+    with pytest.raises(ConfigError, match=words):
+        config.load(env)
+
+
+def _compress(kind: str, data: bytes, level=None) -> bytes:
+    out = []
+    stage = compress.compressor(kind, out.append, level, threads=2)
+    for i in range(0, len(data), 300_000):
+        stage.write(data[i:i + 300_000])
+    stage.close()
+    return b"".join(out)
+
+
+SAMPLE = b"".join(b"%d\tline with some text \\N and more\n" % i for i in range(200_000))
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
+def test_compression_round_trip_through_our_decompressor(kind):
+    stored = _compress(kind, SAMPLE)
+    dec = compress.decompressor(kind)
+    out = b"".join(dec.decompress(stored[i:i + 7777]) for i in range(0, len(stored), 7777))
+    dec.finish()
+    assert out == SAMPLE
+
+
+def test_parallel_gzip_is_one_file_for_standard_tools():
+    stored = _compress("gzip", SAMPLE)
+    assert gzip.decompress(stored) == SAMPLE
+    assert subprocess.run(["gzip", "-dc"], input=stored, capture_output=True, check=True).stdout == SAMPLE
+    assert len(stored) < len(SAMPLE) / 4
+
+
+def test_zstd_is_readable_by_the_reference_library():
+    stored = _compress("zstd", SAMPLE)
+    assert zstandard.ZstdDecompressor().decompressobj().decompress(stored) == SAMPLE
+
+
+@pytest.mark.parametrize("kind", ["gzip", "zstd"])
+def test_truncated_stream_is_an_integrity_error(kind):
+    stored = _compress(kind, SAMPLE)
+    dec = compress.decompressor(kind)
+    with pytest.raises(IntegrityError, match="truncated|corrupt"):
+        dec.decompress(stored[: len(stored) // 2])
+        dec.finish()
+
+
+def test_manifest_round_trip_and_rejections():
+    m = manifest.Manifest(key="p/db-20260101T000000Z.sql.gz", database="db", engine="postgresql",
+                          server_version="15", started_at="s", finished_at="f", compression="gzip",
+                          stored_size=3, sha256=hashlib.sha256(b"abc").hexdigest(), uncompressed_size=9,
+                          tables={"public.t": 1}, tool_version="0.1.0")
+    assert manifest.Manifest.from_json(m.to_json(), m.key) == m
+    with pytest.raises(IntegrityError, match="another object"):
+        manifest.Manifest.from_json(m.to_json(), "p/other-20260101T000000Z.sql.gz")
+    with pytest.raises(IntegrityError, match="format version"):
+        manifest.Manifest.from_json(m.to_json().replace(b'"format_version": 1', b'"format_version": 9'), m.key)
+    with pytest.raises(IntegrityError, match="not valid JSON"):
+        manifest.Manifest.from_json(b"{", m.key)
+
+
+def test_scrub_removes_secret_values(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
+    monkeypatch.setenv("PGPASSWORD", "pw-123")
+    assert log.scrub("auth with s3cr3t-value and pw-123 failed") == "auth with [redacted] and [redacted] failed"
+
+
+def test_progress_emits_at_the_interval():
+    from enclave_backup.progress import Progress
+    now = [0.0]
+    seen = []
+    progress = Progress(10, seen.append, clock=lambda: now[0])
+    for step in range(100):
+        now[0] = step * 0.5
+        progress.add(1000, lambda: {"rows": step})
+    assert [e["elapsed_s"] for e in seen] == [10.0, 20.0, 30.0, 40.0]
+    assert seen[0]["sql_bytes"] == 21_000

@@ -38,8 +38,9 @@ if ! podman image exists "${base_image}"; then
   trap 'rm -rf "${rootfs}"' EXIT
   echo "building the base image ${base_image} with debootstrap" >&2
   debootstrap --variant=minbase bookworm "${rootfs}" http://deb.debian.org/debian >/dev/null
-  # The slim image has no apt lists or caches; keep ours as small.
-  rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin
+  # The slim image has no apt lists, package archives, docs or translations; nor has ours.
+  rm -rf "${rootfs}"/var/lib/apt/lists/* "${rootfs}"/var/cache/apt/*.bin "${rootfs}"/var/cache/apt/archives/*.deb \
+    "${rootfs}"/usr/share/doc/* "${rootfs}"/usr/share/man/* "${rootfs}"/usr/share/locale/*
   tar -C "${rootfs}" -c . | podman import --change 'CMD ["bash"]' - "${base_image}" >/dev/null
 fi
 

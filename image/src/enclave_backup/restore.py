@@ -86,10 +86,14 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
                         restored_at=mark.get("restored_at"), hint="use --force (restore.force) to restore it again")
             return RestoreSummary(key, live, restored=False, sha256=manifest.sha256)
 
-        stamp = utcnow().strftime(STAMP)
-        scratch, previous = scratch_name(live, stamp), previous_name(live, stamp)
         with db.database_errors(live, "creating the scratch database"):
-            live_exists = live in sql.databases(conn)
+            existing = set(sql.databases(conn))
+            live_exists = live in existing
+            stamp = utcnow().strftime(STAMP)
+            while previous_name(live, stamp) in existing:  # names carry whole seconds
+                time.sleep(1)
+                stamp = utcnow().strftime(STAMP)
+            scratch, previous = scratch_name(live, stamp), previous_name(live, stamp)
             conn.execute(sql.create_sql(conn, scratch, live if live_exists else None))
         logger.info("scratch database created", scratch=scratch)
         try:
@@ -284,7 +288,7 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                     with cur.copy(statement.sql) as copy:
                         for data in item:
                             copy.write(data)
-                    loaded.rows += item.rows
+                            loaded.rows += data.count(b"\n")  # one line per row in text format
                 else:
                     cur.execute(statement.sql)
             except psycopg.Error as exc:

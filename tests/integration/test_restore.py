@@ -1,0 +1,306 @@
+"""`enclave-backup restore` against a real PostgreSQL server and moto S3 in auth mode."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from tests.conftest import run_cli, spawn_cli
+from tests.integration.corpus import add_bulk, build_corpus, fingerprint, schema_dump
+from tests.support.pgserver import pg_bin
+
+
+def _backup(env: dict) -> str:
+    result = run_cli(env, "backup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.event("backup complete")["key"]
+
+
+def _fp(pg, database: str) -> dict:
+    with pg.connect(database) as conn:
+        return fingerprint(conn)
+
+
+def _restore_dbs(pg, dbname: str) -> tuple[list[str], list[str]]:
+    """(scratch databases, kept previous databases) of `dbname`."""
+    names = sorted(pg.databases())
+    return ([n for n in names if n.startswith(dbname + "_restoring_")],
+            [n for n in names if n.startswith(dbname + "_pre_restore_")])
+
+
+def _get(moto, bucket: str, key: str) -> bytes:
+    return moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def _put(moto, bucket: str, key: str, body: bytes) -> None:
+    moto.client().put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def _no_secrets(result, pg, moto) -> None:
+    for secret in (pg.password, moto.secret_key):
+        assert secret not in result.stdout and secret not in result.stderr
+
+
+@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
+def test_round_trip_restores_rows_and_schema_and_keeps_the_previous_database(pg, moto, dbname, cli_env,
+                                                                            compression):
+    with pg.connect(dbname) as conn:
+        build_corpus(conn)
+        add_bulk(conn, 3000)
+    env_pg = {**os.environ, **pg.env(dbname)}
+    at_backup, schema_at_backup = _fp(pg, dbname), schema_dump(env_pg, dbname)
+    key = _backup({**cli_env, "ENCLAVE_BACKUP_COMPRESSION": compression})
+
+    with pg.connect(dbname) as conn:  # changes after the backup, which the restore must undo
+        conn.execute("DELETE FROM public.counters WHERE id < 50")
+        conn.execute("DROP MATERIALIZED VIEW public.mood_counts")
+        conn.execute("CREATE TABLE public.added_later (x int)")
+    changed = _fp(pg, dbname)
+
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _fp(pg, dbname) == at_backup
+    assert schema_dump(env_pg, dbname) == schema_at_backup
+
+    summary = result.event("restore complete")
+    manifest = json.loads(_get(moto, cli_env["ENCLAVE_BACKUP_BUCKET"], key + ".manifest.json"))
+    assert summary["key"] == key and summary["stored_bytes"] == manifest["stored_size"]
+    assert summary["sql_bytes"] == manifest["uncompressed_size"]
+    assert summary["tables"] == len(manifest["tables"])
+    assert summary["rows"] == sum(manifest["tables"].values())
+    scratch, previous = _restore_dbs(pg, dbname)
+    assert scratch == [] and previous == [summary["previous_database"]]
+    assert _fp(pg, previous[0]) == changed  # the data from before the restore is kept, renamed
+    assert f'ALTER DATABASE "{previous[0]}" RENAME TO "{dbname}"' in summary["rollback"]
+    _no_secrets(result, pg, moto)
+
+
+def test_plain_pg_dump_output_replays(pg, moto, bucket, dbname, cli_env):
+    """A hand-made backup: pg_dump's own plain output (with \\restrict), gzip'ed, with a manifest."""
+    with pg.connect(dbname) as conn:
+        build_corpus(conn)
+    before = _fp(pg, dbname)
+    env_pg = {**os.environ, **pg.env(dbname)}
+    script = subprocess.run([pg_bin("pg_dump"), "-d", dbname], env=env_pg, check=True,
+                            capture_output=True).stdout
+    assert b"\\restrict " in script
+    stored = gzip.compress(script)
+    key = f"nightly/{dbname}-20250102T030405Z.sql.gz"
+    manifest = {"key": key, "database": dbname, "engine": "postgresql", "server_version": "15",
+                "started_at": "2025-01-02T03:04:05Z", "finished_at": "2025-01-02T03:04:06Z",
+                "compression": "gzip", "stored_size": len(stored), "sha256": hashlib.sha256(stored).hexdigest(),
+                "uncompressed_size": len(script), "tables": {}, "format_version": 1}
+    _put(moto, bucket, key, stored)
+    _put(moto, bucket, key + ".manifest.json", json.dumps(manifest).encode())
+    with pg.connect(dbname) as conn:
+        conn.execute("TRUNCATE public.audited")
+
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert _fp(pg, dbname) == before
+
+
+def test_latest_picks_the_newest_complete_backup(pg, moto, bucket, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("INSERT INTO t VALUES ('first')")
+    first = _backup(cli_env)
+    time.sleep(1.1)  # keys carry whole seconds
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO t VALUES ('second')")
+    at_second = _fp(pg, dbname)
+    second = _backup(cli_env)
+    assert second > first
+    # Newer-looking objects without a manifest are not backups and must be passed over.
+    _put(moto, bucket, f"nightly/{dbname}-29991231T235959Z.sql.gz", gzip.compress(b"DROP TABLE t;\n"))
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO t VALUES ('after both')")
+
+    result = run_cli(cli_env, "restore", "--object", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("restore complete")["key"] == second
+    assert _fp(pg, dbname) == at_second
+
+
+def _corrupt_flip(moto, bucket, key):
+    data = bytearray(_get(moto, bucket, key))
+    data[len(data) // 2] ^= 0x20
+    _put(moto, bucket, key, bytes(data))
+
+
+def _corrupt_truncate(moto, bucket, key):
+    _put(moto, bucket, key, _get(moto, bucket, key)[: -100])
+
+
+def _corrupt_no_manifest(moto, bucket, key):
+    moto.client().delete_object(Bucket=bucket, Key=key + ".manifest.json")
+
+
+@pytest.mark.parametrize("damage, compression, exit_code", [
+    (_corrupt_flip, "gzip", 5),
+    (_corrupt_flip, "none", 5),
+    (_corrupt_truncate, "gzip", 5),
+    (_corrupt_no_manifest, "gzip", 5),
+    (lambda moto, bucket, key: moto.client().delete_object(Bucket=bucket, Key=key), "gzip", 4),
+], ids=["byte-flipped-gzip", "byte-flipped-plain", "truncated", "manifest-deleted", "object-deleted"])
+def test_a_damaged_backup_fails_and_leaves_the_live_database_alone(pg, moto, bucket, dbname, cli_env,
+                                                                   damage, compression, exit_code):
+    with pg.connect(dbname) as conn:
+        build_corpus(conn)
+        add_bulk(conn, 2000)
+    key = _backup({**cli_env, "ENCLAVE_BACKUP_COMPRESSION": compression})
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO public.child VALUES (40, 2)")
+    live = _fp(pg, dbname)
+    damage(moto, bucket, key)
+
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == exit_code, result.stdout + result.stderr
+    assert result.event("restore failed")["exit_code"] == exit_code
+    assert _fp(pg, dbname) == live
+    assert _restore_dbs(pg, dbname) == ([], [])
+    _no_secrets(result, pg, moto)
+
+
+def test_another_databases_backup_is_refused(pg, moto, bucket, dbname, cli_env):
+    other = dbname + "_other"
+    pg.create_database(other)
+    key = _backup({**cli_env, **pg.env(other)})
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE mine (x int)")
+    live = _fp(pg, dbname)
+
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 5, result.stdout + result.stderr
+    assert f"backup of database '{other}'" in result.event("restore failed")["error"]
+    assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
+
+
+def test_sigkill_mid_stream_then_the_next_run_cleans_up_and_succeeds(pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        add_bulk(conn, 60_000, width=400)
+    at_backup = _fp(pg, dbname)
+    key = _backup(cli_env)
+    with pg.connect(dbname) as conn:
+        conn.execute("DELETE FROM public.bulk WHERE id > 100")
+    live = _fp(pg, dbname)
+
+    env = {**cli_env, "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.05", "PYTHONUNBUFFERED": "1"}
+    proc = spawn_cli(env, "restore", "--object", key)
+    try:
+        for line in proc.stdout:  # kill once rows are flowing into the scratch database
+            if '"restore progress"' in line and json.loads(line)["rows"] > 0:
+                break
+        else:
+            pytest.fail("the restore ended before it could be killed: " + proc.stderr.read())
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(30)
+    assert proc.returncode == -signal.SIGKILL
+    assert _fp(pg, dbname) == live
+    scratch, _ = _restore_dbs(pg, dbname)
+    assert len(scratch) == 1  # what a killed run leaves
+
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("dropped the scratch database of an interrupted restore")["scratch"] == scratch[0]
+    assert _fp(pg, dbname) == at_backup
+    assert _restore_dbs(pg, dbname)[0] == []
+
+
+def test_the_same_restore_twice_is_a_no_op_unless_forced(pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("INSERT INTO t VALUES ('backed up')")
+    at_backup = _fp(pg, dbname)
+    key = _backup(cli_env)
+
+    first = run_cli(cli_env, "restore", "--object", key)
+    assert first.returncode == 0, first.stdout + first.stderr
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO t VALUES ('written after the restore')")
+    after_writes = _fp(pg, dbname)
+
+    again = run_cli(cli_env, "restore", "--object", key)  # e.g. helm upgrade --reuse-values
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.event("restore skipped: the database already holds this backup")["key"] == key
+    assert _fp(pg, dbname) == after_writes
+    assert len(_restore_dbs(pg, dbname)[1]) == 1
+
+    forced = run_cli(cli_env, "restore", "--object", key, "--force")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert _fp(pg, dbname) == at_backup
+    scratch, previous = _restore_dbs(pg, dbname)
+    # restore.keepPrevious defaults to 1: the older previous database was dropped.
+    assert scratch == [] and previous == [forced.event("restore complete")["previous_database"]]
+    assert _fp(pg, previous[0]) == after_writes
+    assert forced.event("restore complete")["dropped_previous"] == [first.event("restore complete")["previous_database"]]
+
+
+def _wait_for_line(proc, text: str) -> None:
+    for line in proc.stdout:
+        if text in line:
+            return
+    pytest.fail(f"no {text!r} in the output: {proc.stderr.read()}")
+
+
+def test_restore_waits_for_a_client_and_proceeds_when_it_leaves(pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+    key = _backup(cli_env)
+    client = pg.connect(dbname)
+    env = {**cli_env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS": "30", "PYTHONUNBUFFERED": "1"}
+    proc = spawn_cli(env, "restore", "--object", key)
+    try:
+        _wait_for_line(proc, "waiting for clients to leave the live database")
+        time.sleep(0.5)
+        assert proc.poll() is None  # still waiting while the client is there
+        client.close()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        client.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out + err
+    assert '"restore complete"' in out
+    assert len(_restore_dbs(pg, dbname)[1]) == 1
+
+
+def test_restore_fails_clearly_when_a_client_stays(pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+    key = _backup(cli_env)
+    with pg.connect(dbname) as client:
+        client.execute("INSERT INTO t VALUES ('live')")
+        live = fingerprint(client)
+        env = {**cli_env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS": "1"}
+        result = run_cli(env, "restore", "--object", key)
+        assert result.returncode == 3, result.stdout + result.stderr
+        error = result.event("restore failed")["error"]
+        assert "still connected" in error and "restore.terminateClients" in error
+        assert fingerprint(client) == live  # the client's connection was never disturbed
+    assert _restore_dbs(pg, dbname) == ([], [])
+
+
+def test_restore_can_end_the_sessions_of_clients(pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+    key = _backup(cli_env)
+    client = pg.connect(dbname)
+    try:
+        env = {**cli_env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS": "0.5",
+               "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS": "true"}
+        result = run_cli(env, "restore", "--object", key)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert result.event("ended the sessions of clients of the live database")["clients"] == 1
+        with pytest.raises(Exception):
+            client.execute("SELECT 1")
+    finally:
+        client.close()

@@ -206,11 +206,13 @@ def test_public_schema_is_not_recreated_in_an_empty_database():
     assert not re.search(r"^CREATE SCHEMA (?!IF NOT EXISTS)", script, re.M)
 
 
-def test_create_rows_are_emitted_verbatim_including_comments_on_the_same_row():
+def test_create_rows_are_emitted_verbatim_but_for_the_database_name():
     script, _, _ = dump(v23_server())
-    assert CATALOG["ODD_TABLE_CREATE"] + "\n" in script
+    assert CATALOG["ODD_TABLE_CREATE"].replace("malbork.", "") + "\n" in script
     for statement in CATALOG["SHOW_CREATE_ALL_TABLES"]:
-        assert statement in script
+        assert statement.replace("malbork.public.", "public.").replace("malbork.sc1.", "sc1.") in script
+    # Unqualified, the script replays into any database (the scratch database of a restore).
+    assert "malbork." not in script.split("-- schemas", 1)[1].split("COPY", 1)[0]
 
 
 def test_schemas_come_before_the_types_that_live_in_them():

@@ -122,8 +122,8 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     conn.execute(AOST_SQL.format(timestamp))
     write(header(database, version_text, timestamp))
     write_statements(write, "schemas", schema_statements(conn, version))
-    write_statements(write, "types", type_statements(conn, version))
-    creates, constraints = split_table_statements(first_column(conn, SHOW_TABLES_SQL))
+    write_statements(write, "types", unqualify(type_statements(conn, version), database))
+    creates, constraints = split_table_statements(unqualify(first_column(conn, SHOW_TABLES_SQL), database))
     write_statements(write, "tables, views and sequences", creates)
     matviews = set(conn.execute(MATVIEWS_SQL).fetchall())
     for table in list_tables(conn, matviews):
@@ -187,6 +187,17 @@ def schema_statements(conn: psycopg.Connection, version: tuple[int, int]) -> lis
         return [if_not_exists(s) for s in first_column(conn, SHOW_SCHEMAS_SQL)]
     return [f"CREATE SCHEMA IF NOT EXISTS {quote_ident(name)};"
             for name in first_column(conn, LEGACY_SCHEMAS_SQL)]
+
+
+def unqualify(statements: list[str], database: str) -> list[str]:
+    """Drop the database from three-part names (`malbork.public.t` -> `public.t`).
+
+    SHOW CREATE qualifies types and view references with the database's name; unqualified,
+    the script replays into any database, such as the scratch database of a restore.
+    """
+    names = "|".join(re.escape(n) for n in {database, quote_ident(database)})
+    pattern = re.compile(rf'(?<![\w."$])(?:{names})\.(?=(?:"(?:[^"]|"")+"|[A-Za-z_][\w$]*)\.)')
+    return [pattern.sub("", s) for s in statements]
 
 
 def if_not_exists(statement: str) -> str:

@@ -294,8 +294,6 @@ class Splitter:
                     return self._copy_done(0, len(marker))
             if self.eof and head in (b"\\.", b"\\.\r"):
                 return self._copy_done(0, len(head))
-            if not self.eof and (b"\\.\n".startswith(head) or b"\\.\r\n".startswith(head)):
-                return False  # may still become the end marker
         m = _COPY_END.search(buf)
         if m:
             return self._copy_done(m.start() + 1, m.end() - m.start() - 1)

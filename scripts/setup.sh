@@ -11,6 +11,12 @@ missing=()
 command -v pg_dump >/dev/null || missing+=(postgresql-client-15)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v runuser >/dev/null || missing+=(util-linux)
+# Ceph RGW, the real S3 implementation the end-to-end tests run against (scripts/rgw.sh).
+command -v radosgw >/dev/null || missing+=(radosgw)
+command -v ceph-mon >/dev/null || missing+=(ceph-mon)
+command -v ceph-osd >/dev/null || missing+=(ceph-osd)
+command -v radosgw-admin >/dev/null && command -v ceph >/dev/null || missing+=(ceph-common)
+command -v curl >/dev/null || missing+=(curl)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -82,8 +83,22 @@ def test_round_trip_restores_rows_and_schema_and_keeps_the_previous_database(pg,
     _no_secrets(result, pg, moto)
 
 
+def _upload_script(moto, bucket: str, dbname: str, script: bytes, compressed: bool = True,
+                   stored: bytes | None = None) -> str:
+    """A hand-made backup: `script` (gzip'ed) with its manifest; `stored` replaces the object's bytes."""
+    good = gzip.compress(script) if compressed else script
+    key = f"nightly/{dbname}-20250102T030405Z.sql" + (".gz" if compressed else "")
+    manifest = {"key": key, "database": dbname, "engine": "postgresql", "server_version": "15",
+                "started_at": "2025-01-02T03:04:05Z", "finished_at": "2025-01-02T03:04:06Z",
+                "compression": "gzip" if compressed else "none", "stored_size": len(good), "sha256": hashlib.sha256(good).hexdigest(),
+                "uncompressed_size": len(script), "tables": {}, "format_version": 1}
+    _put(moto, bucket, key, good if stored is None else stored)
+    _put(moto, bucket, key + ".manifest.json", json.dumps(manifest).encode())
+    return key
+
+
 def test_plain_pg_dump_output_replays(pg, moto, bucket, dbname, cli_env):
-    """A hand-made backup: pg_dump's own plain output (with \\restrict), gzip'ed, with a manifest."""
+    """pg_dump's own plain output (with \\restrict) restores like our backups."""
     with pg.connect(dbname) as conn:
         build_corpus(conn)
     before = _fp(pg, dbname)
@@ -91,20 +106,45 @@ def test_plain_pg_dump_output_replays(pg, moto, bucket, dbname, cli_env):
     script = subprocess.run([pg_bin("pg_dump"), "-d", dbname], env=env_pg, check=True,
                             capture_output=True).stdout
     assert b"\\restrict " in script
-    stored = gzip.compress(script)
-    key = f"nightly/{dbname}-20250102T030405Z.sql.gz"
-    manifest = {"key": key, "database": dbname, "engine": "postgresql", "server_version": "15",
-                "started_at": "2025-01-02T03:04:05Z", "finished_at": "2025-01-02T03:04:06Z",
-                "compression": "gzip", "stored_size": len(stored), "sha256": hashlib.sha256(stored).hexdigest(),
-                "uncompressed_size": len(script), "tables": {}, "format_version": 1}
-    _put(moto, bucket, key, stored)
-    _put(moto, bucket, key + ".manifest.json", json.dumps(manifest).encode())
+    key = _upload_script(moto, bucket, dbname, script)
     with pg.connect(dbname) as conn:
         conn.execute("TRUNCATE public.audited")
 
     result = run_cli(cli_env, "restore", "--object", key)
     assert result.returncode == 0, result.stdout + result.stderr
     assert _fp(pg, dbname) == before
+
+
+BROKEN = b"-- header\nCREATE TABLE a (x int);\n\nINSERT INTO a VALUES (1);\nINSERT INTO nowhere VALUES (2);\n" + \
+    b"CREATE TABLE b (y int);\n" + b"".join(b"-- padding line %d\n" % i for i in range(3000))
+
+
+def test_the_first_failing_statement_is_named_and_nothing_changes(pg, moto, bucket, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE live (v text)")
+    live = _fp(pg, dbname)
+    key = _upload_script(moto, bucket, dbname, BROKEN)
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 3, result.stdout + result.stderr
+    error = result.event("restore failed")["error"]
+    assert "the statement at line 5 failed" in error and 'relation "nowhere" does not exist' in error
+    assert "it begins: INSERT INTO nowhere VALUES (2)" in error
+    assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
+
+
+def test_a_statement_broken_by_damage_is_reported_as_damage(pg, moto, bucket, dbname, cli_env):
+    """Bad SQL from a damaged object: the rest is read to tell damage (5) from a real SQL error (3)."""
+    script = BROKEN.replace(b"INTO nowhere", b"INTO a")
+    damaged = script.replace(b"INSERT INTO a VALUES (2)", b"INSERT INTO a VALUEZ (2)")
+    key = _upload_script(moto, bucket, dbname, script, compressed=False, stored=damaged)
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE live (v text)")
+    live = _fp(pg, dbname)
+    result = run_cli(cli_env, "restore", "--object", key)
+    assert result.returncode == 5, result.stdout + result.stderr
+    error = result.event("restore failed")["error"]
+    assert "does not match its manifest" in error and "the statement at line 5 failed" in error
+    assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
 
 
 def test_latest_picks_the_newest_complete_backup(pg, moto, bucket, dbname, cli_env):
@@ -143,15 +183,15 @@ def _corrupt_no_manifest(moto, bucket, key):
     moto.client().delete_object(Bucket=bucket, Key=key + ".manifest.json")
 
 
-@pytest.mark.parametrize("damage, compression, exit_code", [
-    (_corrupt_flip, "gzip", 5),
-    (_corrupt_flip, "none", 5),
-    (_corrupt_truncate, "gzip", 5),
-    (_corrupt_no_manifest, "gzip", 5),
-    (lambda moto, bucket, key: moto.client().delete_object(Bucket=bucket, Key=key), "gzip", 4),
+@pytest.mark.parametrize("damage, compression, exit_code, says", [
+    (_corrupt_flip, "gzip", 5, r"gzip stream is corrupt|does not match its manifest"),
+    (_corrupt_flip, "none", 5, r"does not match its manifest: sha256"),
+    (_corrupt_truncate, "gzip", 5, r"truncated"),
+    (_corrupt_no_manifest, "gzip", 5, r"has no manifest"),
+    (lambda moto, bucket, key: moto.client().delete_object(Bucket=bucket, Key=key), "gzip", 4, r"no such object"),
 ], ids=["byte-flipped-gzip", "byte-flipped-plain", "truncated", "manifest-deleted", "object-deleted"])
 def test_a_damaged_backup_fails_and_leaves_the_live_database_alone(pg, moto, bucket, dbname, cli_env,
-                                                                   damage, compression, exit_code):
+                                                                   damage, compression, exit_code, says):
     with pg.connect(dbname) as conn:
         build_corpus(conn)
         add_bulk(conn, 2000)
@@ -163,7 +203,8 @@ def test_a_damaged_backup_fails_and_leaves_the_live_database_alone(pg, moto, buc
 
     result = run_cli(cli_env, "restore", "--object", key)
     assert result.returncode == exit_code, result.stdout + result.stderr
-    assert result.event("restore failed")["exit_code"] == exit_code
+    failed = result.event("restore failed")
+    assert failed["exit_code"] == exit_code and re.search(says, failed["error"]), failed
     assert _fp(pg, dbname) == live
     assert _restore_dbs(pg, dbname) == ([], [])
     _no_secrets(result, pg, moto)

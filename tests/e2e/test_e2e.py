@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET, NAMESPACE, render, runner, user_secrets
+from tests.e2e.release import BUCKET, render, runner, user_secrets
 from tests.integration.corpus import build_corpus, fingerprint
 
 DB = "malbork"
@@ -145,7 +145,8 @@ def test_helm_test_pod_checks_the_credentials(helm, store, malbork, prefix):
 def test_backup_pod_without_the_secret_does_not_start(helm, store, malbork, prefix):
     objects = render(helm, store.endpoint, prefix)
     # The user forgot `kubectl create secret generic enclave-manager-backup-credentials ...`.
-    only_db = [s for s in user_secrets("x", "y", malbork.password) if s["metadata"]["name"] != "enclave-manager-backup-credentials"]
+    only_db = [s for s in user_secrets("x", "y", malbork.password)
+               if s["metadata"]["name"] != "enclave-manager-backup-credentials"]
     r = runner(objects, only_db, malbork.port)
     result = r.run(r.cronjob())
     assert result.reason == "CreateContainerConfigError" and result.exit_code is None
@@ -162,7 +163,9 @@ def test_rendered_pods_use_the_documented_values(helm, store, malbork, prefix):
     assert env["ENCLAVE_BACKUP_PREFIX"] == prefix and env["ENCLAVE_BACKUP_BUCKET"] == BUCKET
     assert env["AWS_ENDPOINT_URL"] == store.endpoint
     # The database address as the pod sees it, and where the cluster DNS stand-in sends it.
-    assert env["PGHOST"] == f"postgres.databases.svc.cluster.local" and env["PGPORT"] == "5432"
+    assert env["PGHOST"] == "postgres.databases.svc.cluster.local" and env["PGPORT"] == "5432"
+    assert env["PGPASSWORD"] == malbork.password   # from Secret malbork-db via secretKeyRef
     routed = r.resolve_env(env)
     assert (routed["PGHOST"], routed["PGPORT"]) == ("127.0.0.1", str(malbork.port))
-    assert wl.deadline is not None and NAMESPACE == "apps"
+    # The Job's activeDeadlineSeconds is what the runner enforces.
+    assert wl.deadline == cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 21600

@@ -360,11 +360,15 @@ class PodRunner:
         """Image paths to their stand-ins here: /opt/venv -> .venv, emptyDir mounts -> scratch dirs."""
         parts = []
         for item in value.split(":"):
+            # Map each image path once: a checkout that itself lies under /tmp must not
+            # be moved again into the pod's /tmp emptyDir.
             if item == "/opt/venv" or item.startswith("/opt/venv/"):
                 item = str(VENV) + item[len("/opt/venv"):]
-            for mount, local in scratch.items():
-                if item == mount or item.startswith(mount.rstrip("/") + "/"):
-                    item = str(local) + item[len(mount.rstrip("/")):]
+            else:
+                for mount, local in scratch.items():
+                    if item == mount or item.startswith(mount.rstrip("/") + "/"):
+                        item = str(local) + item[len(mount.rstrip("/")):]
+                        break
             parts.append(item)
         return ":".join(parts)
 

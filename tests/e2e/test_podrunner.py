@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from pathlib import Path
 
 import pytest
 
@@ -219,3 +220,12 @@ def test_service_names_of_the_release_map_to_loopback():
     # The bare name only resolves inside the service's own namespace.
     env = env_of(run(job(env=[{"name": "AWS_ENDPOINT_URL", "value": "http://minio:9000"}]), services=services))
     assert env["AWS_ENDPOINT_URL"] == "http://minio:9000"
+
+
+def test_a_checkout_under_tmp_is_not_moved_into_the_pods_tmp(monkeypatch):
+    import tests.e2e.podrunner as podrunner
+    monkeypatch.setattr(podrunner, "VENV", Path("/tmp/checkout/.venv"))
+    runner = podrunner.PodRunner([], "default")
+    scratch = {"/tmp": Path("/scratch/pod/tmp")}
+    assert runner._local_path("/opt/venv/bin:/usr/bin", scratch) == "/tmp/checkout/.venv/bin:/usr/bin"
+    assert runner._local_path("/tmp/cache", scratch) == "/scratch/pod/tmp/cache"

@@ -178,6 +178,7 @@ class MultipartUpload:
 
     At most `upload_concurrency` parts are in flight; `write` blocks when all slots are
     taken, so memory stays near (concurrency + 1) x part size whatever the dump's size.
+    A part is at least its part_size(); it takes whole writes, so it can be one write longer.
     """
 
     def __init__(self, storage: Storage, key: str, upload_id: str):
@@ -189,27 +190,29 @@ class MultipartUpload:
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
         self._slots = threading.BoundedSemaphore(concurrency)
         self._futures: list[Future] = []
-        self._buffer = bytearray()
+        self._chunks: list[bytes] = []
+        self._buffered = 0
         self._next_part = 1
         self._finished = False
         self.size = 0
 
     def write(self, data) -> None:
-        self._buffer += data
+        # Kept as written and joined once per part: no copy per write, no re-slicing.
+        self._chunks.append(data if isinstance(data, bytes) else bytes(data))
+        self._buffered += len(data)
         self.size += len(data)
-        while len(self._buffer) >= part_size(self._base, self._next_part):
-            cut = part_size(self._base, self._next_part)
-            rest = self._buffer[cut:]
-            del self._buffer[cut:]
-            self._submit(bytes(self._buffer))
-            self._buffer = rest
+        if self._buffered >= part_size(self._base, self._next_part):
+            self._submit()
 
-    def _submit(self, body: bytes) -> None:
+    def _submit(self) -> None:
         if self._next_part > MAX_PARTS:
             raise StorageError(f"the backup of s3://{self.storage.bucket}/{self.key} needs more than "
                                f"{MAX_PARTS} parts; raise ENCLAVE_BACKUP_PART_SIZE_MIB")
         self._raise_failed()
+        # Wait for a free slot before joining, so a blocked writer holds one part, not two.
         self._slots.acquire()
+        body = b"".join(self._chunks)
+        self._chunks, self._buffered = [], 0
         future = self._pool.submit(self._upload_part, self._next_part, body)
         future.add_done_callback(lambda _f: self._slots.release())
         self._futures.append(future)
@@ -229,9 +232,8 @@ class MultipartUpload:
                 raise future.exception()
 
     def complete(self) -> None:
-        if self._buffer or self._next_part == 1:
-            self._submit(bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._chunks or self._next_part == 1:
+            self._submit()
         parts = [f.result() for f in self._futures]
         with storage_errors("completing the upload of", self.storage.bucket, self.key):
             self.storage.client.complete_multipart_upload(
@@ -248,7 +250,7 @@ class MultipartUpload:
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=True)
-        self._buffer = bytearray()
+        self._chunks, self._buffered = [], 0
         cleanup = self.storage.cleanup_storage()
         cleanup.abort(self.key, self.upload_id)
         # S3 may still be storing a part that raced the abort: list and abort again.

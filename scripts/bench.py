@@ -264,6 +264,12 @@ class Bench:
             conn.execute(f'DROP DATABASE "{target}"')
         return sample
 
+    def settle(self, database: str) -> None:
+        """After a restore replaced it: hint bits, visibility map and statistics set, as generated."""
+        with self.pg.connect(database) as conn:
+            conn.execute("VACUUM (FREEZE, ANALYZE)")
+            conn.execute("CHECKPOINT")
+
     def delete_backup(self, key: str) -> None:
         for name in (key, key + ".manifest.json"):
             self.s3.delete_object(Bucket=self.bucket, Key=name)
@@ -336,6 +342,8 @@ def run_round(bench: Bench, database: str, sql_bytes: int, index: int, results: 
             print(f"  round {index + 1}: {name:<28} {sample.wall_s:7.2f} s  peak {sample.peak_rss / MiB:6.0f} MiB",
                   flush=True)
     bench.delete_backup(key)
+    if restore:
+        bench.settle(database)
 
 
 def summarize(samples: list[Sample]) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 from datetime import datetime, timedelta, timezone
 
@@ -23,6 +24,24 @@ def dumper_for(engine: str):
     return dump_postgresql
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+
+
+def keep_large_buffers_mapped() -> None:
+    """Make glibc give every buffer of 1 MiB or more its own mapping, unmapped when freed.
+
+    By default glibc raises that threshold after the first large free; from then on the
+    20 MiB parts and 1 MiB blocks come from the heap, freed by other threads, and the
+    fragmented heap made the peak RSS grow with the dump's length (160 -> 280 MiB from
+    0.25 to 1 GiB of SQL in scripts/bench.py).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return  # not glibc: its allocator has no such threshold to pin
+    libc.mallopt(M_MMAP_THRESHOLD, 1 << 20)
+
+
 def abort_stale_uploads(storage: Storage, config: Config) -> None:
     """Remove parts left by a run that was killed outright (SIGKILL, OOM, node loss)."""
     logger = log.get()
@@ -40,6 +59,7 @@ def _iso(moment: datetime) -> str:
 
 def run_backup(config: Config) -> Manifest:
     logger = log.get()
+    keep_large_buffers_mapped()
     storage = Storage(config)
     storage.check_bucket()  # bad credentials or a missing bucket fail before any work
     abort_stale_uploads(storage, config)

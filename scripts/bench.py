@@ -192,8 +192,20 @@ class Bench:
     def env(self, database: str, **extra: str) -> dict[str, str]:
         return {**self.base_env, **self.pg.env(database), **extra}
 
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Until no other client backend runs: an exiting one (say, the generator's) would
+        have its CPU counted by the postmaster in the middle of the next measurement."""
+        deadline = time.monotonic() + timeout
+        with self.pg.connect() as conn:
+            while time.monotonic() < deadline and conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()").fetchone()[0]:
+                time.sleep(0.1)
+        time.sleep(0.2)
+
     def measure(self, cmd: list[str], env: dict[str, str]) -> tuple[Sample, str]:
         """Run cmd to the end, polling the RSS of its whole process tree."""
+        self.wait_idle()
         cpu0, server0, s30 = children_cpu(), process_cpu(self.postmaster), process_cpu(self.moto.proc.pid)
         started = time.perf_counter()
         popen = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

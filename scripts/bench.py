@@ -38,6 +38,7 @@ sys.path.insert(0, str(REPO))
 
 from tests.support.motoserver import MotoServer  # noqa: E402
 from tests.support.pgserver import PgServer, pg_bin  # noqa: E402
+from tests.support.procstats import tree_rss  # noqa: E402
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -156,16 +157,6 @@ class Sample:
     s3_cpu_s: float
     sql_bytes: int = 0
     stored_bytes: int = 0
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def process_cpu(pid: int | None) -> float:

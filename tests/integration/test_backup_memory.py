@@ -9,21 +9,12 @@ import psutil
 import pytest
 
 from tests.conftest import CliResult, spawn_cli
+from tests.support.procstats import tree_rss
 
 MiB = 1 << 20
 # Stated in the README: with 5 MiB parts and 2 uploads in flight the whole process tree
 # (enclave-backup and pg_dump) stays under this, for a dump 20x the part size.
 PEAK_RSS_BOUND = 160 * MiB
-
-
-def tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc, *proc.children(recursive=True)]:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def run_measured(env: dict) -> tuple[CliResult, int]:

@@ -48,6 +48,8 @@ def test_documented_flags_give_the_backup_cronjob(helm):
     assert env["AWS_ENDPOINT_URL"]["value"] == "https://s3.eu-de.cloud-object-storage.appdomain.cloud"
     assert env["AWS_DEFAULT_REGION"]["value"] == "us-east-1"
     assert env["ENCLAVE_BACKUP_COMPRESSION"]["value"] == "gzip"
+    # Parts of a pod killed at its deadline are removed by the next run, not a day later.
+    assert env["ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS"]["value"] == "21600"
 
 
 def test_cronjob_points_at_the_charts_cockroachdb(helm):

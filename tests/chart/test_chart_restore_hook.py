@@ -62,13 +62,16 @@ def test_restore_defaults(helm):
     assert env["ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS"]["value"] == "1"
     assert env["ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS"]["value"] == "300"
     assert env["ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS"]["value"] == "false"
+    # The hook may start while a fresh database is still coming up: retry connecting for longer.
+    assert env["ENCLAVE_BACKUP_RETRY_SECONDS"]["value"] == "600"
 
 
 def test_restore_job_shares_the_cronjobs_storage_database_and_security(helm):
     objs = restore_render(helm)
     job, cj = pod_spec(find(objs, "Job")), pod_spec(find(objs, "CronJob"))
     restore_env, backup_env = env_of(job["containers"][0]), env_of(cj["containers"][0])
-    assert {k: v for k, v in restore_env.items() if not k.startswith("ENCLAVE_BACKUP_RESTORE_")} == backup_env
+    own = ("ENCLAVE_BACKUP_RESTORE_", "ENCLAVE_BACKUP_RETRY_SECONDS")
+    assert {k: v for k, v in restore_env.items() if not k.startswith(own)} == backup_env
     assert job["securityContext"] == cj["securityContext"]
     assert job["containers"][0]["securityContext"] == cj["containers"][0]["securityContext"]
     assert job["containers"][0]["image"] == cj["containers"][0]["image"]

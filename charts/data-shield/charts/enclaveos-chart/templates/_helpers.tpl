@@ -158,6 +158,22 @@ cases; this also covers charts rendered with schema validation skipped.
   value: {{ int .Values.Backup.ActiveDeadlineSeconds | toString | quote }}
 {{- end -}}
 
+{{/* Restore settings, added to the shared environment in the restore hook Job. */}}
+{{- define "enclaveos-chart.restoreEnv" -}}
+{{- $r := .Values.restore -}}
+- name: ENCLAVE_BACKUP_RESTORE_FORCE
+  value: {{ $r.force | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS
+  value: {{ int $r.keepPrevious | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS
+  value: {{ int $r.waitForClientsSeconds | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS
+  value: {{ $r.terminateClients | toString | quote }}
+- name: ENCLAVE_BACKUP_RETRY_SECONDS
+  # On a fresh install the hook can start before the database accepts connections.
+  value: "600"
+{{- end }}
+
 {{/* Pod-level security context of every pod running our image. */}}
 {{- define "enclaveos-chart.podSecurityContext" -}}
 runAsNonRoot: true

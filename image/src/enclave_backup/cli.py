@@ -21,7 +21,6 @@ def _human_size(n: int) -> str:
         if n < 1024 or unit == "TiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
-    return str(n)
 
 
 def _human_age(started: datetime, now: datetime) -> str:

@@ -136,10 +136,11 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
         key = backups[0].key
     else:
         key = object_key.lstrip("/")
-        if storage.head(key) is None and config.key_prefix and not key.startswith(config.key_prefix) \
-                and storage.head(config.key_prefix + key) is not None:
-            key = config.key_prefix + key  # a key given relative to the prefix
     head = storage.head(key)
+    if head is None and object_key != "latest" and config.key_prefix and not key.startswith(config.key_prefix):
+        relative = storage.head(config.key_prefix + key)  # a key given relative to the prefix
+        if relative is not None:
+            key, head = config.key_prefix + key, relative
     if head is None:
         raise StorageError(f"s3://{config.bucket}/{key}: no such object; `enclave-backup list` shows the backups")
     if storage.head(manifest_key(key)) is None:

@@ -1,30 +1,33 @@
 """CockroachDB dump: one AS OF SYSTEM TIME snapshot -> a plain SQL script `cockroach sql` replays.
 
-Script order: schemas, types, the CREATE statements of SHOW CREATE ALL TABLES (tables,
-views, sequences, dependency-ordered by CockroachDB), table data, materialized view
-refreshes, sequence values, then the foreign keys SHOW CREATE ALL TABLES lists as
-separate ALTER statements, so data loads without FK ordering concerns.
+Script order: schemas, types, the tables and sequences of SHOW CREATE ALL TABLES
+(dependency-ordered by CockroachDB), table data as one-line INSERT batches, sequence
+values, the foreign keys SHOW CREATE ALL TABLES lists as separate ALTER statements, and
+last the views and materialized views. Views come last so a
+restore can create them after the database got its final name: CockroachDB refuses to
+rename a database whose tables a view depends on (pkg/sql/rename_database.go).
+
+Data is never written as COPY: CockroachDB's COPY FROM un-escapes only some types
+(pkg/sql/copy_from.go), so BYTES and JSONB values would not survive COPY text.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import psycopg
 
-from .copydata import stream_copy
+from . import insertbatch
 from .db import quote_ident, quote_literal
 from .errors import DatabaseError
 from .stats import DumpStats
 
 MIN_VERSION = (21, 1)
 SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION = (22, 1)
-COPY_TO_VERSION = (23, 1)
-
-INSERT_BATCH_ROWS = 1000
-INSERT_BATCH_BYTES = 1 << 20
+GC_MARGIN = 0.9  # fail once the dump has used this share of the GC window
 
 SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
 _SYSTEM_SCHEMA_LIST = ", ".join(quote_literal(s) for s in SYSTEM_SCHEMAS)
@@ -65,6 +68,10 @@ SEQUENCES_SQL = (
     "FROM information_schema.sequences WHERE sequence_catalog = current_database() "
     "ORDER BY sequence_schema, sequence_name")
 
+GC_TTL_SQL = "SELECT raw_config_sql FROM [SHOW ZONE CONFIGURATION FROM DATABASE {}]"
+VIEW_PREFIXES = ("CREATE VIEW ", "CREATE MATERIALIZED VIEW ", "CREATE OR REPLACE VIEW ")
+
+_GC_TTL_RE = re.compile(r"gc\.ttlseconds\s*=\s*(\d+)")
 _VERSION_RE = re.compile(r"CockroachDB\s+\S+\s+v(\d+)\.(\d+)")
 _HLC_RE = re.compile(r"\d+(\.\d+)?")
 
@@ -72,7 +79,7 @@ _HLC_RE = re.compile(r"\d+(\.\d+)?")
 @dataclass(frozen=True)
 class Column:
     name: str
-    sql_type: str
+    sql_type: str  # as information_schema.columns.crdb_sql_type has it, database name removed
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,10 @@ class Table:
     def column_list(self) -> str:
         return ", ".join(quote_ident(c.name) for c in self.columns)
 
+    def target(self) -> insertbatch.Target:
+        casts = tuple(None if is_bytes(c) else c.sql_type for c in self.columns)
+        return insertbatch.Target(self.qualified, self.column_list, casts)
+
 
 def parse_version(version: str) -> tuple[int, int]:
     """(major, minor) from `SELECT version()`, e.g. 'CockroachDB CCL v23.1.11 (...)'."""
@@ -111,28 +122,74 @@ def check_supported(version: tuple[int, int], text: str) -> None:
 
 
 def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[bytes], None],
-                     stats: DumpStats, *, now_version: str | None = None) -> None:
+                     stats: DumpStats, *, now_version: str | None = None,
+                     clock: Callable[[], float] = time.monotonic) -> None:
     """Write a replayable SQL script of `database`, every read at one AS OF SYSTEM TIME.
 
     `now_version` is the server's `SELECT version()` text when the caller already read it.
     """
     version, version_text, timestamp = pick_snapshot(conn, now_version)
+    window = GcWindow(gc_ttl_seconds(conn, database), clock)
     stats.snapshot = timestamp
     # A historical, read-only transaction: every read below sees the same snapshot.
     conn.execute(AOST_SQL.format(timestamp))
-    write(header(database, version_text, timestamp))
+    write(header(database, version_text, timestamp, window.ttl))
     write_statements(write, "schemas", schema_statements(conn, version))
     write_statements(write, "types", unqualify(type_statements(conn, version), database))
     creates, constraints = split_table_statements(unqualify(first_column(conn, SHOW_TABLES_SQL), database))
-    write_statements(write, "tables, views and sequences", creates)
+    relations, views = split_views(creates)
+    write_statements(write, "tables and sequences", relations)
     matviews = set(conn.execute(MATVIEWS_SQL).fetchall())
-    for table in list_tables(conn, matviews):
-        dump_table(conn, table, version, write, stats)
+    for table in list_tables(conn, matviews, database):
+        window.check(table.key)
+        dump_table(conn, table, write, stats, window)
     stats.current_table = ""
-    write_statements(write, "materialized views", refresh_statements(sorted(matviews)))
     write_statements(write, "sequence values", sequence_statements(conn))
     write_statements(write, "foreign keys", constraints)
+    # Created after the data, a materialized view is filled by its CREATE; no REFRESH needed.
+    write_statements(write, "views", views)
+    window.check("the end of the dump")
     conn.rollback()
+
+
+class GcWindow:
+    """Rows read AS OF SYSTEM TIME exist only until gc.ttlseconds have passed since then.
+
+    Reads older than the GC threshold fail with "must be after replica GC threshold"
+    (pkg/kv/kvserver/replica_read.go); stopping a little before that says why and what to do.
+    """
+
+    def __init__(self, ttl: int | None, clock: Callable[[], float]):
+        self.ttl, self.clock, self.started = ttl, clock, clock()
+
+    def check(self, where: str) -> None:
+        if self.ttl is None:
+            return
+        elapsed = self.clock() - self.started
+        if elapsed >= self.ttl * GC_MARGIN:
+            raise DatabaseError(
+                f"the dump has run {elapsed:.0f}s, close to the database's GC window gc.ttlseconds={self.ttl} "
+                f"(stopped before {where}): older row versions of the snapshot may be gone, so no consistent "
+                "backup can be finished. Raise the window above the dump's run time, e.g. "
+                "ALTER DATABASE <db> CONFIGURE ZONE USING gc.ttlseconds = 90000, or use the native backup method")
+
+
+def gc_ttl_seconds(conn: psycopg.Connection, database: str) -> int | None:
+    """The database's zone gc.ttlseconds (inherited from the default zone when unset).
+
+    Runs in a transaction of its own; a user who may not read zone configurations gets
+    no early check (the dump then fails only at the GC threshold itself).
+    """
+    try:
+        rows = conn.execute(GC_TTL_SQL.format(quote_ident(database))).fetchall()
+    except psycopg.Error:
+        rows = []
+    conn.rollback()
+    for (config,) in rows:
+        match = _GC_TTL_RE.search(config or "")
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tuple[int, int], str, str]:
@@ -154,10 +211,11 @@ def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tu
     return version, version_text, timestamp
 
 
-def header(database: str, version_text: str, timestamp: str) -> bytes:
+def header(database: str, version_text: str, timestamp: str, gc_ttl: int | None = None) -> bytes:
     lines = ["-- enclave-backup dump", "-- engine: cockroachdb",
              f"-- database: {one_line(database)}", f"-- server: {one_line(version_text)}",
              f"-- as of system time: {one_line(timestamp)}",
+             f"-- gc.ttlseconds at dump time: {gc_ttl if gc_ttl is not None else 'unknown'}",
              "-- replay: cockroach sql -d <database> < this file (into an empty database)", ""]
     return ("\n".join(lines) + "\n").encode()
 
@@ -218,6 +276,12 @@ def split_table_statements(rows: list[str]) -> tuple[list[str], list[str]]:
     return creates, after
 
 
+def split_views(creates: list[str]) -> tuple[list[str], list[str]]:
+    """Tables and sequences first; views (in CockroachDB's dependency order) for the end."""
+    views = [c for c in creates if c.lstrip().upper().startswith(VIEW_PREFIXES)]
+    return [c for c in creates if c not in views], views
+
+
 def is_copied(hidden: str, generated: str, expression: str | None, default: str | None) -> bool:
     """Computed columns are recomputed on insert; the implicit rowid gets fresh values.
 
@@ -228,12 +292,14 @@ def is_copied(hidden: str, generated: str, expression: str | None, default: str 
     return not (hidden == "YES" and (default or "").strip() == "unique_rowid()")
 
 
-def list_tables(conn: psycopg.Connection, matviews: set[tuple[str, str]]) -> list[Table]:
+def list_tables(conn: psycopg.Connection, matviews: set[tuple[str, str]], database: str) -> list[Table]:
     columns: dict[tuple[str, str], list[Column]] = {}
     for schema, table, name, sql_type, hidden, generated, expression, default in \
             conn.execute(COLUMNS_SQL).fetchall():
         if is_copied(hidden, generated, expression, default):
-            columns.setdefault((schema, table), []).append(Column(name, sql_type))
+            # A user-defined type is named `db.schema.type`; unqualified it resolves in any database.
+            cast = unqualify([sql_type], database)[0]
+            columns.setdefault((schema, table), []).append(Column(name, cast))
     tables = []
     for schema, name, kind in conn.execute(RELATIONS_SQL).fetchall():
         # Views and sequences come back with SHOW CREATE ALL TABLES; only tables hold rows.
@@ -242,24 +308,14 @@ def list_tables(conn: psycopg.Connection, matviews: set[tuple[str, str]]) -> lis
     return tables
 
 
-def dump_table(conn: psycopg.Connection, table: Table, version: tuple[int, int],
-               write: Callable[[bytes], None], stats: DumpStats) -> None:
+def dump_table(conn: psycopg.Connection, table: Table, write: Callable[[bytes], None], stats: DumpStats,
+               window: GcWindow | None = None) -> None:
     stats.current_table = table.key
     stats.tables[table.key] = 0
     if not table.columns:
         stats.tables[table.key] = dump_default_rows(conn, table, write)
-    elif version >= COPY_TO_VERSION:
-        stats.tables[table.key] = stream_copy(conn, copy_out_sql(table), copy_in_header(table), write, stats)
     else:
-        dump_inserts(conn, table, write, stats)
-
-
-def copy_out_sql(table: Table) -> str:
-    return f"COPY (SELECT {table.column_list} FROM {table.qualified}) TO STDOUT"
-
-
-def copy_in_header(table: Table) -> str:
-    return f"COPY {table.qualified} ({table.column_list}) FROM STDIN;\n"
+        dump_inserts(conn, table, write, stats, window)
 
 
 def dump_default_rows(conn: psycopg.Connection, table: Table, write: Callable[[bytes], None]) -> int:
@@ -275,73 +331,23 @@ def is_bytes(column: Column) -> bool:
 
 
 def select_as_text_sql(table: Table) -> str:
-    """Every value as text, cast by the server so it round-trips; BYTES as hex."""
+    """Every value as the server's own text of it, which its cast from STRING parses back; BYTES as hex."""
     exprs = [f"encode({quote_ident(c.name)}, 'hex')" if is_bytes(c) else f"{quote_ident(c.name)}::STRING"
              for c in table.columns]
     return f"SELECT {', '.join(exprs)} FROM {table.qualified}"
 
 
 def dump_inserts(conn: psycopg.Connection, table: Table, write: Callable[[bytes], None],
-                 stats: DumpStats) -> None:
-    """Servers before 23.1 have no COPY TO: stream rows and batch them into INSERTs."""
-    prefix = f"INSERT INTO {table.qualified} ({table.column_list}) VALUES\n"
-    kinds = [is_bytes(c) for c in table.columns]
-    batch: list[str] = []
-    size = 0
+                 stats: DumpStats, window: GcWindow | None = None) -> None:
+    """Stream the rows and write them as bounded INSERT batches, each committed on its own at replay."""
+
+    def counted(rows: int) -> None:
+        stats.tables[table.key] += rows
+        if window is not None:
+            window.check(f"the next rows of {table.key}")
+
     with conn.cursor() as cur:
-        for row in cur.stream(select_as_text_sql(table)):
-            batch.append(row_literal(row, kinds))
-            size += len(batch[-1])
-            if len(batch) >= INSERT_BATCH_ROWS or size >= INSERT_BATCH_BYTES:
-                write_insert(write, prefix, batch)
-                stats.tables[table.key] += len(batch)
-                batch, size = [], 0
-    if batch:
-        write_insert(write, prefix, batch)
-        stats.tables[table.key] += len(batch)
-
-
-def write_insert(write: Callable[[bytes], None], prefix: str, rows: list[str]) -> None:
-    write((prefix + ",\n".join(rows) + ";\n").encode())
-
-
-def row_literal(row: tuple, byte_columns: list[bool]) -> str:
-    return "(" + ", ".join(value_literal(v, b) for v, b in zip(row, byte_columns)) + ")"
-
-
-def value_literal(value: str | None, is_byte_column: bool) -> str:
-    """Untyped string constants take the target column's type in INSERT ... VALUES."""
-    if value is None:
-        return "NULL"
-    if is_byte_column:
-        return f"decode('{value}', 'hex')"
-    return string_literal(value)
-
-
-_ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def string_literal(text: str) -> str:
-    """A plain '...' literal, or e'...' when backslashes or control characters need escapes.
-
-    Escaping newlines keeps every data line of the script on one physical line.
-    """
-    if not any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
-        return "'" + text.replace("'", "''") + "'"
-    out = []
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "e'" + "".join(out) + "'"
-
-
-def refresh_statements(matviews: list[tuple[str, str]]) -> list[str]:
-    """Materialized views were created over empty tables; fill them from the loaded data."""
-    return [f"REFRESH MATERIALIZED VIEW {quote_ident(s)}.{quote_ident(n)};" for s, n in matviews]
+        insertbatch.write_batches(cur.stream(select_as_text_sql(table)), table.target(), write, counted)
 
 
 def sequence_statements(conn: psycopg.Connection) -> list[str]:

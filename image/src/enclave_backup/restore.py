@@ -24,6 +24,7 @@ from .progress import Progress
 from .s3 import Storage, describe_error, utcnow
 from .sqlscript import CopyBlock, Statement, split
 from .swap import Client, dialect, marker, parse_marker
+from .swap_views import is_view_statement, swap_keeping_views
 
 READ_CHUNK = 256 * 1024
 STAMP = "%Y%m%d%H%M%S"
@@ -97,11 +98,16 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
             conn.execute(sql.create_sql(conn, scratch, live if live_exists else None))
         logger.info("scratch database created", scratch=scratch)
         try:
-            loaded = load(config, storage, key, manifest, scratch)
+            defers_views = getattr(sql, "defers_views", False)
+            loaded = load(config, storage, key, manifest, scratch, defer=is_view_statement if defers_views else None)
             with db.database_errors(scratch, "marking the restored database"):
                 conn.execute(sql.comment_sql(scratch, marker(key, manifest.sha256, utcnow().isoformat())))
             wait_for_clients(config, conn, sql, live if live_exists else None)
-            swap(conn, sql, live, scratch, previous if live_exists else None)
+            if defers_views:
+                swap_keeping_views(conn, sql, live, scratch, previous if live_exists else None, loaded.deferred,
+                                   lambda name: db.connect(config, dbname=name, autocommit=True))
+            else:
+                swap(conn, sql, live, scratch, previous if live_exists else None)
         except BaseException:
             _drop_quietly(conn, sql, scratch)
             raise
@@ -219,6 +225,7 @@ class Loaded:
     statements: int = 0
     rows: int = 0
     table: str = ""
+    deferred: list[str] = field(default_factory=list)  # statements to run after the swap
 
 
 class ObjectStream:
@@ -272,8 +279,13 @@ class ObjectStream:
             raise IntegrityError(f"{self.key} does not match its manifest: " + "; ".join(problems))
 
 
-def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch: str) -> Loaded:
-    """Apply the object's script to `scratch`, one statement at a time, stopping at the first error."""
+def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch: str,
+         defer=None) -> Loaded:
+    """Apply the object's script to `scratch`, one statement at a time, stopping at the first error.
+
+    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (view
+    definitions on CockroachDB, created once the database has its final name).
+    """
     logger = log.get()
     loaded = Loaded()
     progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
@@ -290,8 +302,11 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                         for data in item:
                             copy.write(data)
                             loaded.rows += data.count(b"\n")  # one line per row in text format
+                elif defer is not None and defer(statement.sql):
+                    loaded.deferred.append(statement.sql)
                 else:
                     cur.execute(statement.sql)
+                    loaded.rows += _inserted(cur)
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)
     return loaded
@@ -309,6 +324,12 @@ def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.E
     raise DatabaseError(log.scrub(where)) from None
 
 
+def _inserted(cur) -> int:
+    """Rows an INSERT statement added (the backup's data batches), 0 for anything else."""
+    status = cur.statusmessage or ""
+    return max(cur.rowcount, 0) if status.startswith("INSERT ") else 0
+
+
 _COPY_TABLE = re.compile(r"(?is)^COPY\s+(.+?)\s*(?:\(|FROM\b)")
 
 
@@ -322,6 +343,12 @@ def wait_for_clients(config: Config, conn, sql, live: str | None) -> None:
     if live is None:
         return
     logger = log.get()
+    if not getattr(sql, "sees_clients", True):
+        logger.info("not waiting for clients: the server cannot tell which database a session uses, and "
+                    "sessions of other applications are never waited for or ended; stop the clients of the "
+                    "database first (the chart holds the Manager at 0 replicas)", database=live,
+                    terminate_clients_ignored=config.restore_terminate_clients)
+        return
     deadline = time.monotonic() + config.restore_wait_for_clients_seconds
     next_log = 0.0
     while True:

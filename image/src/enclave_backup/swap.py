@@ -1,8 +1,8 @@
 """Database-level SQL of the restore, per engine: create, rename, drop, comment, sessions.
 
 PostgreSQL and CockroachDB differ here: CockroachDB drops with CASCADE, has no
-template databases or advisory locks, and reports sessions cluster-wide without the
-database they use (so every other client session counts as a client there).
+template databases or advisory locks, cannot rename a database that views depend on
+(see swap_views.py), and cannot tell which database a session uses.
 """
 
 from __future__ import annotations
@@ -100,6 +100,15 @@ class CockroachDB:
     # `postgres` exists on CockroachDB too, for tools that expect it; defaultdb is its own default.
     maintenance_databases = ("defaultdb", "postgres")
     swap_in_transaction = False  # schema changes run one at a time; a failed swap is undone by hand below
+    # Views block ALTER DATABASE ... RENAME: the restore holds back the backup's view
+    # statements and swaps with swap_views.swap_keeping_views.
+    defers_views = True
+    # The server cannot say which database a session uses: pg_stat_activity is empty
+    # (pkg/sql/pg_catalog.go) and SHOW CLUSTER SESSIONS has no database column. Counting
+    # every session would wait for, and with terminateClients end, other applications'
+    # sessions on a shared cluster; so the restore neither waits for nor ends sessions
+    # here, and relies on the Manager being stopped (the chart holds it at 0 replicas).
+    sees_clients = False
 
     def databases(self, conn) -> list[str]:
         return [r[0] for r in conn.execute("SELECT database_name FROM [SHOW DATABASES]").fetchall()]
@@ -122,18 +131,30 @@ class CockroachDB:
         return f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(text)}"
 
     def clients(self, conn, name: str) -> list[Client]:
-        own = conn.execute("SHOW session_id").fetchone()[0]
-        rows = conn.execute("SELECT session_id, application_name, client_address "
-                            "FROM [SHOW CLUSTER SESSIONS]").fetchall()
-        # The cluster's own background work runs under application names starting with "$ internal".
-        return [Client(str(sid), app or "", addr or "") for sid, app, addr in rows
-                if sid != own and not (app or "").startswith("$ internal")]
+        return []  # see sees_clients
 
     def terminate(self, conn, client: Client) -> None:
-        conn.execute(f"CANCEL SESSION {quote_literal(client.id)}")
+        raise AssertionError("the restore never ends sessions on CockroachDB (see sees_clients)")
 
     def try_lock(self, conn, database: str) -> bool:
         return True  # no advisory locks; the Helm hook runs one restore Job at a time
+
+    # -- views (swap_views.py); `conn` is connected to `database` --------------------------
+
+    VIEWS_SQL = ("SELECT schema_name, descriptor_name, create_statement FROM crdb_internal.create_statements "
+                 "WHERE database_name = current_database() AND descriptor_type = 'view' ORDER BY descriptor_id")
+
+    def views(self, conn, database: str):
+        """Views in creation order (descriptor ids grow), so each follows what it selects from."""
+        from .dump_cockroach import unqualify
+        from .swap_views import View
+        rows = conn.execute(self.VIEWS_SQL).fetchall()
+        return [View(schema, name, create.lstrip().upper().startswith("CREATE MATERIALIZED VIEW"),
+                     unqualify([create], database)[0]) for schema, name, create in rows]
+
+    def drop_view_sql(self, view) -> str:
+        kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
+        return f"DROP {kind} IF EXISTS {quote_ident(view.schema)}.{quote_ident(view.name)}"
 
 
 def dialect(engine: str):

@@ -70,6 +70,13 @@ SHOW_CREATE_ALL_TABLES = [
     FAMILY f1 (a, b)
 );''',
     ODD_TABLE_CREATE,
+    '''CREATE TABLE public.docs (
+    id INT8 NOT NULL,
+    t STRING NULL,
+    j JSONB NULL,
+    b BYTES NULL,
+    CONSTRAINT docs_pkey PRIMARY KEY (id ASC)
+);''',
     "CREATE SEQUENCE public.s MINVALUE 1 MAXVALUE 9223372036854775807 INCREMENT 1 START 1;",
     "CREATE SEQUENCE public.unused MINVALUE 1 MAXVALUE 9223372036854775807 INCREMENT 1 START 1;",
     '''CREATE TABLE public.s_tbl (
@@ -96,6 +103,7 @@ ODD = 'Odd "Name" x'
 
 # information_schema.tables: (table_schema, table_name, table_type).
 RELATIONS = [
+    ("public", "docs", "BASE TABLE"),
     ("public", "full_test", "BASE TABLE"),
     ("public", "mv", "VIEW"),
     ("public", "parent", "BASE TABLE"),
@@ -118,6 +126,10 @@ def _col(schema, table, name, sql_type, hidden="NO", generated="NO", expression=
 # information_schema.columns: (table_schema, table_name, column_name, crdb_sql_type,
 # is_hidden, is_generated, generation_expression, column_default).
 COLUMNS = [
+    _col("public", "docs", "id", "INT8"),
+    _col("public", "docs", "t", "STRING"),
+    _col("public", "docs", "j", "JSONB"),
+    _col("public", "docs", "b", "BYTES"),
     _col("public", "full_test", "x", "INT8"),
     _col("public", "full_test", "y", "INT8"),
     _col("public", "full_test", "z", "INT8"),
@@ -154,3 +166,14 @@ SEQUENCE_VALUES = {
     '"public"."s"': (42, True),
     '"public"."unused"': (0, True),
 }
+
+# SHOW ZONE CONFIGURATION FROM DATABASE malbork: (raw_config_sql,), the shape of
+# https://www.cockroachlabs.com/docs/v24.1/show-zone-configurations with 24.1's default
+# GC window of 4 hours (https://www.cockroachlabs.com/docs/v24.1/configure-replication-zones).
+ZONE_CONFIG = [("""ALTER DATABASE malbork CONFIGURE ZONE USING
+\trange_min_bytes = 134217728,
+\trange_max_bytes = 536870912,
+\tgc.ttlseconds = 14400,
+\tnum_replicas = 3,
+\tconstraints = '[]',
+\tlease_preferences = '[]'""",)]

@@ -54,8 +54,14 @@ class Steps:
     def __init__(self) -> None:
         self.done: list[tuple[str, Callable[[], None]]] = []
 
-    def run(self, what: str, do: Callable[[], None], undo: Callable[[], None]) -> None:
-        do()
+    def run(self, what: str, do: Callable[[], None], undo: Callable[[], None], partial: bool = False) -> None:
+        """`partial`: the step may fail half done, and its undo copes with that, so undo it too."""
+        try:
+            do()
+        except BaseException:
+            if partial:
+                self.done.append((what, undo))
+            raise
         self.done.append((what, undo))
 
     def undo(self) -> list[str]:
@@ -78,16 +84,16 @@ def swap_keeping_views(conn, sql, live: str, scratch: str, previous: str | None,
         live_views = views_of(sql, connect, live) if previous else []
         if previous:
             steps.run(f"dropping the views of {live!r}", lambda: drop_views(sql, connect, live, live_views),
-                      lambda: run_in(connect, live, [v.create for v in live_views]))
+                      lambda: restore_views(sql, connect, live, live_views), partial=True)
             steps.run(f"renaming {live!r} to {previous!r}", lambda: rename(conn, sql, live, previous),
                       lambda: rename(conn, sql, previous, live))
             steps.run(f"creating the views of {previous!r}",
                       lambda: run_in(connect, previous, [v.create for v in live_views]),
-                      lambda: drop_views(sql, connect, previous, views_of(sql, connect, previous)))
+                      lambda: drop_views(sql, connect, previous, views_of(sql, connect, previous)), partial=True)
         steps.run(f"renaming {scratch!r} to {live!r}", lambda: rename(conn, sql, scratch, live),
                   lambda: rename(conn, sql, live, scratch))
         steps.run(f"creating the restored views in {live!r}", lambda: run_in(connect, live, deferred),
-                  lambda: drop_views(sql, connect, live, views_of(sql, connect, live)))
+                  lambda: drop_views(sql, connect, live, views_of(sql, connect, live)), partial=True)
     except (psycopg.Error, DatabaseError) as exc:
         text = exc if isinstance(exc, DatabaseError) else db.describe(exc, live)
         failed = steps.undo()
@@ -109,6 +115,12 @@ def drop_views(sql, connect: Callable[[str], psycopg.Connection], database: str,
     with connect(database) as c:
         for view in reversed(views):
             c.execute(sql.drop_view_sql(view))
+
+
+def restore_views(sql, connect: Callable[[str], psycopg.Connection], database: str, views: list[View]) -> None:
+    """Create those of `views` that are missing now (a drop may have stopped half way)."""
+    present = {(v.schema, v.name) for v in views_of(sql, connect, database)}
+    run_in(connect, database, [v.create for v in views if (v.schema, v.name) not in present])
 
 
 def run_in(connect: Callable[[str], psycopg.Connection], database: str, statements: list[str]) -> None:

@@ -40,5 +40,8 @@ if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   echo "$want" > "$stamp"
 fi
 
+say "installing PostgreSQL 14, 16, 17 and 18 binaries (tests against every supported server)"
+scripts/install-postgres.sh
+
 say "installing pinned Helm binaries"
 scripts/install-helm.sh

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 from datetime import datetime, timedelta, timezone
 
@@ -16,12 +17,14 @@ from .s3 import Storage, utcnow
 from .stats import DumpStats
 
 
-def dumper_for(engine: str):
+def dumper_for(engine: str, config: Config):
+    """A function (conn, database, write, stats) -> database-level state for the manifest, or None."""
     if engine == "cockroachdb":
         from .dump_cockroach import dump_cockroachdb
         return dump_cockroachdb
     from .dump_postgres import dump_postgresql
-    return dump_postgresql
+    return functools.partial(dump_postgresql, pg_dump=config.pg_dump, progress_interval=config.progress_interval,
+                             lock_timeout_seconds=config.lock_timeout_seconds)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
@@ -51,6 +54,10 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
             storage.abort(upload["Key"], upload["UploadId"])
             logger.warning("aborted a stale multipart upload", key=upload["Key"],
                            initiated=upload["Initiated"].isoformat())
+
+
+def ascii_name(name: str) -> str:
+    return name.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n")
 
 
 def _iso(moment: datetime) -> str:
@@ -94,11 +101,12 @@ def run_backup(config: Config) -> Manifest:
             progress.add(len(text), snapshot)
 
         try:
-            header = (f"-- enclave-backup {__version__}: {engine} database {config.database}\n"
+            # ASCII only: the script declares its encoding later, and a header must not contradict it.
+            header = (f"-- enclave-backup {__version__}: {engine} database {ascii_name(config.database)}\n"
                       f"-- started {_iso(started)}; replay into an empty database\n\n").encode()
             write(header)
             with db.database_errors(config.database, "dumping the database"):
-                dumper_for(engine)(conn, config.database, write, stats)
+                database_state = dumper_for(engine, config)(conn, config.database, write, stats)
             stage.close()
             upload.complete()
         except BaseException:
@@ -111,7 +119,8 @@ def run_backup(config: Config) -> Manifest:
         key=key, database=config.database, engine=engine, server_version=version,
         started_at=_iso(started), finished_at=_iso(finished), compression=config.compression,
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
-        tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot)
+        tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
+        database_state=database_state)
     try:
         storage.put_bytes(manifest_key(key), manifest.to_json(), "application/json")
     except StorageError:

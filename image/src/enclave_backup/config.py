@@ -36,6 +36,8 @@ class Config:
     restore_keep_previous: int = 1
     restore_wait_for_clients_seconds: float = 60.0
     restore_terminate_clients: bool = False
+    pg_dump: str = ""  # empty: the newest pg_dump installed
+    lock_timeout_seconds: float = 600.0
 
     @property
     def key_prefix(self) -> str:
@@ -119,4 +121,6 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         restore_keep_previous=_int(env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS", 1),
         restore_wait_for_clients_seconds=_float(env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS", 60.0),
         restore_terminate_clients=_bool(env, "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS", False),
+        pg_dump=env.get("ENCLAVE_BACKUP_PG_DUMP", "").strip(),
+        lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0),
     )

@@ -1,12 +1,19 @@
-"""PostgreSQL dump: pg_dump's schema sections plus our own COPY stream, all in one snapshot.
+"""PostgreSQL dump: one `pg_dump --format=plain` run, streamed, with its tables counted on the way.
 
-The snapshot is exported from a REPEATABLE READ READ ONLY transaction; pg_dump reads the
-pre-data and post-data sections with `--snapshot`, and table data is copied inside the same
-transaction, so every byte of the script describes one moment.
+pg_dump owns the snapshot and everything a faithful dump needs: ACCESS SHARE locks on every
+table before it reads any (so a concurrent TRUNCATE or rewrite waits for the backup), a
+session whose settings cannot change a value (DateStyle, IntervalStyle, extra_float_digits,
+timeouts, an empty search_path so every name is qualified), large objects with their owners
+and privileges, and one declared client encoding for the whole script. We add what pg_dump
+does not: a pg_dump that can read this server, row counts per table, progress, a log line
+while it waits for a lock and a clear error when it gives up.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import secrets
 import subprocess
 import threading
 from typing import Callable
@@ -14,61 +21,51 @@ from typing import Callable
 import psycopg
 
 from . import log
-from .copydata import stream_copy
-from .db import quote_ident, quote_literal
+from .copycount import CopyCounter
+from .dbstate import read_database_state
 from .errors import DatabaseError
+from .pgtools import find_pg_dump, server_major
 from .stats import DumpStats
 
 Write = Callable[[bytes], None]
+READ_BYTES = 1 << 16
 
-# Ordinary tables and leaf partitions with storage; partitioned parents (relkind 'p') hold
-# no rows, views and materialized views are rebuilt from the schema.
-_TABLES = """
-SELECT n.nspname, c.relname,
-       array_agg(a.attname ORDER BY a.attnum) FILTER (WHERE a.attnum > 0 AND NOT a.attisdropped
-                                                     AND a.attgenerated = '')
-FROM pg_class c
-JOIN pg_namespace n ON n.oid = c.relnamespace
-LEFT JOIN pg_attribute a ON a.attrelid = c.oid
-WHERE c.relkind = 'r'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-GROUP BY n.nspname, c.relname
-ORDER BY n.nspname, c.relname
+# The backend pg_dump opened, the relation it waits for, and the sessions in its way.
+_LOCK_WAIT = """
+SELECT l.relation::regclass::text, l.mode, pg_blocking_pids(a.pid)
+FROM pg_stat_activity a JOIN pg_locks l ON l.pid = a.pid AND NOT l.granted
+WHERE a.application_name = %s
 """
-
-_SEQUENCES = """
-SELECT n.nspname, c.relname
-FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-WHERE c.relkind = 'S'
-  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%'
-  AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
-                  AND d.objid = c.oid AND d.deptype = 'e')
-ORDER BY n.nspname, c.relname
+_BLOCKERS = """
+SELECT pid, coalesce(usename, ''), coalesce(application_name, ''), coalesce(client_addr::text, 'local'),
+       coalesce(state, ''), extract(epoch FROM now() - xact_start)::bigint
+FROM pg_stat_activity WHERE pid = ANY(%s) ORDER BY pid
 """
+_LOCK_FAILED = re.compile(r"LOCK TABLE (.+?) IN ACCESS SHARE MODE")
 
 
-def begin_snapshot(conn: psycopg.Connection) -> str:
-    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
-    encoding = conn.execute("SHOW server_encoding").fetchone()[0]
-    # COPY output must be in the encoding pg_dump's header declares (the database's).
-    conn.execute(f"SET client_encoding = {quote_literal(encoding)}")
-    conn.execute("SET row_security = off")
-    return conn.execute("SELECT pg_export_snapshot()").fetchone()[0]
-
-
-def run_pg_dump(database: str, snapshot: str, section: str, write: Write, pg_dump: str = "pg_dump") -> None:
-    """Stream one pg_dump section into `write`; libpq variables reach pg_dump through the environment."""
-    cmd = [pg_dump, "--format=plain", f"--section={section}", f"--snapshot={snapshot}",
-           "--no-password", f"--dbname={database}"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+def dump_postgresql(conn: psycopg.Connection, database: str, write: Write, stats: DumpStats, *,
+                    pg_dump: str = "", lock_timeout_seconds: float = 600.0, progress_interval: float = 10.0) -> dict:
+    """Stream `database` as one plain SQL script; return the database-level state for the manifest."""
+    _quiet_session(conn)
+    state = read_database_state(conn)
+    conn.rollback()
+    binary = find_pg_dump(server_major(conn), pg_dump)
+    app = f"enclave-backup-pg_dump-{secrets.token_hex(6)}"
+    env = {**os.environ, "PGDATABASE": database, "PGAPPNAME": app}  # a name with '=' is no conninfo here
+    cmd = [binary, "--format=plain", "--no-password",
+           f"--lock-wait-timeout={max(1, round(lock_timeout_seconds * 1000))}"]
+    log.get().info("pg_dump started", pg_dump=binary, lock_timeout_s=lock_timeout_seconds)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     errors: list[bytes] = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
     reader.start()
+    watcher = LockWatcher(conn, app, progress_interval)
+    watcher.start()
+    counter = CopyCounter(stats)
     try:
-        while chunk := proc.stdout.read(1 << 16):
+        while chunk := proc.stdout.read(READ_BYTES):
+            counter.feed(chunk)
             write(chunk)
     except BaseException:
         proc.kill()
@@ -76,38 +73,72 @@ def run_pg_dump(database: str, snapshot: str, section: str, write: Write, pg_dum
     finally:
         code = proc.wait()
         reader.join()
+        watcher.stop()
     if code != 0:
-        detail = log.scrub(b"".join(errors).decode(errors="replace").strip())
-        raise DatabaseError(f"pg_dump --section={section} failed (exit {code}): {detail}")
+        raise DatabaseError(_failure(b"".join(errors).decode(errors="replace").strip(), code,
+                                     watcher, lock_timeout_seconds))
+    counter.finish()
+    return state
 
 
-def _qualified(schema: str, name: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(name)}"
+def _quiet_session(conn: psycopg.Connection) -> None:
+    """Our own connection idles while pg_dump runs: database-level timeouts must not end it."""
+    conn.execute("SET statement_timeout = 0")
+    conn.execute("SET idle_in_transaction_session_timeout = 0")
+    conn.execute("SET lock_timeout = 0")
+    if server_major(conn) >= 14:
+        conn.execute("SET idle_session_timeout = 0")
+    conn.commit()
 
 
-def dump_postgresql(conn: psycopg.Connection, database: str, write: Write, stats: DumpStats,
-                    *, pg_dump: str = "pg_dump") -> None:
-    snapshot = begin_snapshot(conn)
-    stats.snapshot = snapshot
-    run_pg_dump(database, snapshot, "pre-data", write, pg_dump)
+def _failure(detail: str, code: int, watcher: "LockWatcher", lock_timeout_seconds: float) -> str:
+    detail = log.scrub(detail)
+    locked = _LOCK_FAILED.search(detail)
+    if locked and ("timeout" in detail or "canceling statement" in detail):
+        table = watcher.last_table or locked.group(1)
+        blockers = watcher.last_blockers or "another session"
+        return (f"pg_dump could not lock table {table} within {lock_timeout_seconds:g}s: {blockers} holds a "
+                "conflicting lock. End that session or raise ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS "
+                "(Backup.LockTimeoutSeconds); no backup was written")
+    return f"pg_dump failed (exit {code}): {detail}"
 
-    write(b"\n--\n-- Table data\n--\n\n")
-    for schema, table, columns in conn.execute(_TABLES).fetchall():
-        name = _qualified(schema, table)
-        stats.current_table = f"{schema}.{table}"
-        cols = ", ".join(quote_ident(c) for c in columns or [])
-        # A table without columns (CREATE TABLE t ()) still has rows: COPY takes no list then.
-        column_list = f" ({cols})" if cols else ""
-        stats.tables[stats.current_table] = stream_copy(
-            conn, f"COPY {name}{column_list} TO STDOUT", f"COPY {name}{column_list} FROM stdin;\n", write, stats)
-    stats.current_table = ""
 
-    for schema, seq in conn.execute(_SEQUENCES).fetchall():
-        name = _qualified(schema, seq)
-        last_value, is_called = conn.execute(f"SELECT last_value, is_called FROM {name}").fetchone()
-        target = quote_literal(name)
-        write(f"SELECT pg_catalog.setval({target}, {last_value}, {'true' if is_called else 'false'});\n".encode())
-    write(b"\n")
+class LockWatcher:
+    """Logs, at the progress interval, which table pg_dump waits to lock and which sessions hold it."""
 
-    run_pg_dump(database, snapshot, "post-data", write, pg_dump)
-    conn.rollback()
+    def __init__(self, conn: psycopg.Connection, application_name: str, interval: float):
+        self.conn, self.app, self.interval = conn, application_name, max(interval, 0.2)
+        self.last_table = ""
+        self.last_blockers = ""
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="lock-watcher")
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self._poll()
+            except psycopg.Error as exc:
+                # Only a diagnostic: a lost monitoring connection must not fail the backup.
+                log.get().warning("could not check pg_dump's lock waits", error=log.scrub(str(exc).strip()))
+                return
+            finally:
+                if not self.conn.closed:
+                    self.conn.rollback()
+
+    def _poll(self) -> None:
+        for table, mode, blocking in self.conn.execute(_LOCK_WAIT, (self.app,)).fetchall():
+            rows = self.conn.execute(_BLOCKERS, (list(blocking or []),)).fetchall()
+            who = [f"pid {pid} (user {user}, application {app or '-'}, from {addr}, {state or 'unknown state'}"
+                   + (f", transaction open {age}s" if age is not None else "") + ")"
+                   for pid, user, app, addr, state, age in rows]
+            self.last_table = table or ""
+            self.last_blockers = "; ".join(who)
+            log.get().warning("waiting for a lock before dumping", table=table, wanted=mode,
+                              blocked_by=who or ["(unknown)"])

@@ -53,6 +53,7 @@ class Manifest:
     tables: dict[str, int] = field(default_factory=dict)
     tool_version: str = ""
     snapshot: str = ""
+    database_state: dict | None = None  # PostgreSQL: privileges, settings, comment... (see dbstate)
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:

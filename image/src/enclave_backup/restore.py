@@ -81,7 +81,7 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
             if not sql.try_lock(conn, live):
                 raise DatabaseError(f"another restore of {live!r} is running; try again when it has finished")
             drop_leftovers(conn, sql, live)
-            mark = parse_marker(sql.read_comment(conn, live))
+            mark = parse_marker(sql.read_marker(conn, live))
         if mark and mark.get("key") == key and mark.get("sha256") == manifest.sha256 and not force:
             logger.info("restore skipped: the database already holds this backup", key=key, database=live,
                         restored_at=mark.get("restored_at"), hint="use --force (restore.force) to restore it again")
@@ -95,13 +95,20 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
                 time.sleep(1)
                 stamp = utcnow().strftime(STAMP)
             scratch, previous = scratch_name(live, stamp), previous_name(live, stamp)
-            conn.execute(sql.create_sql(conn, scratch, live if live_exists else None))
+            # The new database takes the live one's settings, privileges and comment; a new one the backup's.
+            state = sql.database_state(conn, live) if live_exists else manifest.database_state
+            conn.execute(sql.create_sql(conn, scratch, state))
         logger.info("scratch database created", scratch=scratch)
         try:
             defers_views = getattr(sql, "defers_views", False)
             loaded = load(config, storage, key, manifest, scratch, defer=is_view_statement if defers_views else None)
+            with db.database_errors(scratch, "carrying database-level settings over"):
+                carried = sql.carry_state(conn, scratch, state)
+            if carried is not None:
+                logger.info("database-level state carried over", source="live database" if live_exists else "backup",
+                            **carried)
             with db.database_errors(scratch, "marking the restored database"):
-                conn.execute(sql.comment_sql(scratch, marker(key, manifest.sha256, utcnow().isoformat())))
+                sql.write_marker(conn, scratch, marker(key, manifest.sha256, utcnow().isoformat()))
             wait_for_clients(config, conn, sql, live if live_exists else None)
             if defers_views:
                 swap_keeping_views(conn, sql, live, scratch, previous if live_exists else None, loaded.deferred,
@@ -178,7 +185,19 @@ def connect_maintenance(config: Config, manifest: Manifest):
     if engine != manifest.engine:
         conn.close()
         raise IntegrityError(f"{manifest.key} is a {manifest.engine} backup; the server is {engine}")
+    source = _postgres_major(manifest.server_version)
+    target = conn.info.server_version // 10000
+    if engine == "postgresql" and source and target < source:
+        conn.close()
+        raise DatabaseError(f"{manifest.key} is a backup of a PostgreSQL {source} server; this server runs "
+                            f"PostgreSQL {target}, which may not read its SQL (made for {source}). Restore it into "
+                            f"PostgreSQL {source} or newer; nothing was changed")
     return conn, dialect(engine)
+
+
+def _postgres_major(version: str) -> int | None:
+    match = re.match(r"PostgreSQL (\d+)", version)
+    return int(match.group(1)) if match else None
 
 
 def drop_leftovers(conn, sql, live: str) -> None:
@@ -298,14 +317,14 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
             try:
                 if isinstance(item, CopyBlock):
                     loaded.table = _copy_table(statement.sql)
-                    with cur.copy(statement.sql) as copy:
+                    with cur.copy(statement.data) as copy:
                         for data in item:
                             copy.write(data)
                             loaded.rows += data.count(b"\n")  # one line per row in text format
                 elif defer is not None and defer(statement.sql):
                     loaded.deferred.append(statement.sql)
                 else:
-                    cur.execute(statement.sql)
+                    cur.execute(statement.data)
                     loaded.rows += _inserted(cur)
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)

@@ -7,8 +7,9 @@ statement), COPY data up to the `\\.` line, and psql meta-commands. Only the cur
 statement is held in memory; COPY data passes through in pieces of at most one input
 chunk (plus one partial line).
 
-Work happens on bytes: in UTF-8 no byte of a multi-byte character is ASCII, so quote
-and delimiter bytes are found safely; statements are decoded only when complete.
+Work happens on bytes: in every server encoding (UTF-8, LATIN1, EUC_*, SQL_ASCII...) no
+byte of a multi-byte character is ASCII, so quote and delimiter bytes are found safely;
+statements stay bytes, in whatever encoding the script declares.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ class ScriptError(BackupError):
 
 @dataclass(frozen=True)
 class Statement:
-    sql: str  # without the terminating semicolon
+    sql: str  # without the terminating semicolon; for messages and matching (undecodable bytes replaced)
     line: int  # 1-based line of its first character
     is_copy: bool = False  # COPY ... FROM stdin: data follows
+    data: bytes = b""  # the statement's bytes as written, in the script's declared client_encoding
 
     def head(self, limit: int = 80) -> str:
         """The statement's first characters on one line, for error messages."""
@@ -249,12 +251,10 @@ class Splitter:
         if not raw:  # a lone semicolon: psql sends nothing either
             self._reset_after(end)
             return
-        try:
-            sql = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise ScriptError(f"the statement starting at line {line} is not valid UTF-8 ({exc.reason})") from None
+        # Bytes go to the server as they are: the script's `SET client_encoding` says how to read them.
+        sql = raw.decode("utf-8", errors="replace")
         is_copy = bool(_COPY_FROM_STDIN.match(sql))
-        self.events.append(Statement(sql, line, is_copy))
+        self.events.append(Statement(sql, line, is_copy, raw))
         self._reset_after(end)
         if is_copy:
             self.copy_start_line = line

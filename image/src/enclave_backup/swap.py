@@ -11,6 +11,7 @@ import json
 import zlib
 from dataclasses import dataclass
 
+from . import dbstate, log
 from .db import quote_ident, quote_literal
 
 MARKER_TOOL = "enclave-backup"
@@ -52,33 +53,51 @@ class PostgreSQL:
     def databases(self, conn) -> list[str]:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate").fetchall()]
 
-    def read_comment(self, conn, name: str) -> str | None:
-        row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                           (name,)).fetchone()
-        return row[0] if row else None
+    def database_state(self, conn, name: str) -> dict | None:
+        return dbstate.read_database_state(conn, name)
 
-    def create_sql(self, conn, name: str, like: str | None) -> str:
+    def create_sql(self, conn, name: str, state: dict | None) -> str:
+        """CREATE DATABASE with the encoding, locale and owner of `state` (the live database or the backup's)."""
         # template0: pg_dump output expects a pristine database (template1 may hold extras).
         sql = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
-        if like is None:
+        if state is None:
             return sql
-        row = conn.execute(
-            "SELECT pg_encoding_to_char(encoding), datcollate, datctype, pg_get_userbyid(datdba) = current_user, "
-            "pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (like,)).fetchone()
-        if row is None:
+        sql += (f" ENCODING {quote_literal(state['encoding'])} LC_COLLATE {quote_literal(state['collate'])}"
+                f" LC_CTYPE {quote_literal(state['ctype'])}")
+        owner = state.get("owner")
+        exists, is_me = conn.execute("SELECT count(*) > 0, bool_or(rolname = current_user) FROM pg_roles "
+                                     "WHERE rolname = %s", (owner,)).fetchone()
+        if not exists:
+            log.get().warning("the backup's database owner does not exist here; the restoring user owns it",
+                              owner=owner)
             return sql
-        encoding, collate, ctype, own, owner = row
-        sql += f" ENCODING {quote_literal(encoding)} LC_COLLATE {quote_literal(collate)} LC_CTYPE {quote_literal(ctype)}"
-        return sql if own else sql + f" OWNER {quote_ident(owner)}"
+        return sql if is_me else sql + f" OWNER {quote_ident(owner)}"
+
+    def carry_state(self, conn, name: str, state: dict | None) -> dict | None:
+        """Give `name` the privileges, settings, connection limit and comment of `state`."""
+        if state is None:
+            return None
+        for statement in dbstate.apply_sql(name, state):
+            conn.execute(statement)
+        return dbstate.summary(state)
+
+    def read_marker(self, conn, name: str) -> str | None:
+        state = conn.execute(
+            "SELECT (SELECT substr(c, length(%s) + 2) FROM unnest(s.setconfig) c WHERE c LIKE %s || '=%%') "
+            "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = %s AND s.setrole = 0", (dbstate.MARKER_SETTING, dbstate.MARKER_SETTING, name)).fetchone()
+        return state[0] if state else None
+
+    def write_marker(self, conn, name: str, text: str) -> None:
+        # A database setting, not the comment: the database's own comment must survive a restore.
+        conn.execute(f"ALTER DATABASE {quote_ident(name)} SET {quote_ident(dbstate.MARKER_SETTING)} "
+                     f"TO {quote_literal(text)}")
 
     def rename_sql(self, old: str, new: str) -> str:
         return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"
 
     def drop_sql(self, name: str, force: bool) -> str:
         return f"DROP DATABASE IF EXISTS {quote_ident(name)}" + (" WITH (FORCE)" if force else "")
-
-    def comment_sql(self, name: str, text: str) -> str:
-        return f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(text)}"
 
     def clients(self, conn, name: str) -> list[Client]:
         rows = conn.execute("SELECT pid, coalesce(application_name, ''), coalesce(client_addr::text, '') "
@@ -118,8 +137,20 @@ class CockroachDB:
                            (name,)).fetchone()
         return row[0] if row else None
 
-    def create_sql(self, conn, name: str, like: str | None) -> str:
+    def database_state(self, conn, name: str) -> dict | None:
+        return None
+
+    def create_sql(self, conn, name: str, state: dict | None) -> str:
         return f"CREATE DATABASE {quote_ident(name)}"
+
+    def carry_state(self, conn, name: str, state: dict | None) -> dict | None:
+        return None
+
+    def read_marker(self, conn, name: str) -> str | None:
+        return self.read_comment(conn, name)
+
+    def write_marker(self, conn, name: str, text: str) -> None:
+        conn.execute(self.comment_sql(name, text))
 
     def rename_sql(self, old: str, new: str) -> str:
         return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"

@@ -1,0 +1,112 @@
+"""PostgreSQL database-level state that lives outside the database's own schema.
+
+pg_dump without --create leaves out the database's privileges, `ALTER DATABASE ... SET`
+settings, connection limit and comment. A backup records them in its manifest and a restore
+puts them on the new database before it replaces the live one: the live database's state
+when there is one, else the backup's.
+"""
+
+from __future__ import annotations
+
+import psycopg
+
+from .db import quote_ident, quote_literal
+
+# Where a restored database records which backup it came from (see swap.marker).
+MARKER_SETTING = "enclave_backup.restored_from"
+
+# Settings whose values are lists: ALTER ... SET takes them as separate literals.
+_LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries", "local_preload_libraries",
+                  "shared_preload_libraries"}
+
+_DATABASE = """
+SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
+       d.datconnlimit, d.datacl IS NULL, shobj_description(d.oid, 'pg_database')
+FROM pg_database d WHERE d.datname = coalesce(%s, current_database())
+"""
+_ACL = """
+SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable
+FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s ORDER BY 1 NULLS FIRST, 2
+"""
+_SETTINGS = """
+SELECT CASE WHEN s.setrole = 0 THEN NULL ELSE pg_get_userbyid(s.setrole) END, unnest(s.setconfig)
+FROM pg_db_role_setting s WHERE s.setdatabase = %s ORDER BY 1 NULLS FIRST
+"""
+
+
+def read_database_state(conn: psycopg.Connection, name: str | None = None) -> dict | None:
+    """The state of database `name` (default: the connected one), or None if it does not exist."""
+    row = conn.execute(_DATABASE, (name,)).fetchone()
+    if row is None:
+        return None
+    oid, encoding, collate, ctype, owner, limit, default_acl, comment = row
+    settings = []
+    for role, item in conn.execute(_SETTINGS, (oid,)).fetchall():
+        key, _, value = item.partition("=")
+        if key != MARKER_SETTING:
+            settings.append({"role": role, "name": key, "value": value})
+    acl = None if default_acl else [{"grantee": grantee, "privilege": privilege, "grantable": grantable}
+                                    for grantee, privilege, grantable in conn.execute(_ACL, (oid,)).fetchall()]
+    return {"encoding": encoding, "collate": collate, "ctype": ctype, "owner": owner,
+            "connection_limit": limit, "acl": acl, "settings": settings, "comment": comment}
+
+
+def apply_sql(name: str, state: dict) -> list[str]:
+    """Statements that give database `name` this state (owner, encoding and locale are set at CREATE)."""
+    db = quote_ident(name)
+    out = [f"ALTER DATABASE {db} CONNECTION LIMIT {int(state.get('connection_limit', -1))}"]
+    for setting in state.get("settings") or []:
+        target = f"ALTER DATABASE {db}" if setting["role"] is None else \
+            f"ALTER ROLE {quote_ident(setting['role'])} IN DATABASE {db}"
+        out.append(f"{target} SET {quote_ident(setting['name'])} TO {_setting_value(setting['name'], setting['value'])}")
+    if state.get("acl") is not None:
+        # An explicit ACL replaces the defaults (PUBLIC: CONNECT, TEMPORARY; owner: all).
+        out.append(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
+        out.append(f"REVOKE ALL ON DATABASE {db} FROM {quote_ident(state['owner'])}")
+        for item in state["acl"]:
+            grantee = "PUBLIC" if item["grantee"] is None else quote_ident(item["grantee"])
+            grant = " WITH GRANT OPTION" if item["grantable"] else ""
+            out.append(f"GRANT {item['privilege']} ON DATABASE {db} TO {grantee}{grant}")
+    if state.get("comment") is not None:
+        out.append(f"COMMENT ON DATABASE {db} IS {quote_literal(state['comment'])}")
+    return out
+
+
+def summary(state: dict) -> dict:
+    """What a log line says was carried over (setting names, not their values)."""
+    return {"owner": state.get("owner"), "connection_limit": state.get("connection_limit"),
+            "settings": sorted(f"{s['name']}" + (f" (role {s['role']})" if s["role"] else "")
+                               for s in state.get("settings") or []),
+            "grants": None if state.get("acl") is None else len(state["acl"]),
+            "comment": state.get("comment") is not None}
+
+
+def _setting_value(name: str, value: str) -> str:
+    if name.lower() in _LIST_SETTINGS:
+        return ", ".join(quote_literal(item) for item in split_list(value))
+    return quote_literal(value)
+
+
+def split_list(value: str) -> list[str]:
+    """Elements of a stored list setting (`"$user", public`), with double quotes undone."""
+    items, current, quoted, i = [], [], False, 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == '"' and value[i + 1:i + 2] == '"':
+                current.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == ",":
+            items.append("".join(current).strip())
+            current = []
+        else:
+            current.append(ch)
+        i += 1
+    items.append("".join(current).strip())
+    return [item for item in items if item]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.motoserver import MotoServer
-from tests.support.pgserver import PgServer, start_server
+from tests.support.pgserver import SUPPORTED_MAJORS, TOOLS, PgServer, start_server
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = str(Path(sys.executable).parent / "enclave-backup")
@@ -76,7 +76,9 @@ class CliResult:
 def cli_env(pg, moto, bucket, dbname):
     """The environment the CronJob gives the container, pointing at the loopback servers."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))}
-    return {**base, **pg.env(dbname), **moto.env(), "ENCLAVE_BACKUP_BUCKET": bucket,
+    # Every major's pg_dump on PATH, as in the image: the program picks the server's own.
+    path = ":".join([base.get("PATH", ""), *(str(TOOLS / str(m) / "bin") for m in SUPPORTED_MAJORS if m != 15)])
+    return {**base, "PATH": path, **pg.env(dbname), **moto.env(), "ENCLAVE_BACKUP_BUCKET": bucket,
             "ENCLAVE_BACKUP_PREFIX": "nightly", "ENCLAVE_BACKUP_PROGRESS_SECONDS": "1"}
 
 

@@ -17,6 +17,10 @@ from pathlib import Path
 import psycopg
 
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
+DEBIAN_MAJOR = 15
+# Other majors, installed from PyPI wheels by scripts/install-postgres.sh.
+TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "postgresql"
+SUPPORTED_MAJORS = (14, 15, 16, 17, 18)
 
 
 def free_port() -> int:
@@ -25,7 +29,13 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def pg_bin(name: str) -> str:
+def pg_bin(name: str, major: int | None = None) -> str:
+    """A PostgreSQL program; of one major version if given."""
+    if major is not None and major != DEBIAN_MAJOR:
+        path = TOOLS / str(major) / "bin" / name
+        if not path.exists():
+            raise RuntimeError(f"{path} not found; run scripts/setup.sh (installs PostgreSQL {major})")
+        return str(path)
     for directory in PG_BIN_CANDIDATES:
         path = os.path.join(directory, name)
         if os.path.exists(path):
@@ -47,6 +57,10 @@ class PgServer:
     user: str = "postgres"
     password: str = "pg-test-secret-Zq81"
     proc_started: bool = False
+    major: int | None = None  # None: the Debian server
+
+    def bin(self, name: str) -> str:
+        return pg_bin(name, self.major)
 
     @property
     def data(self) -> Path:
@@ -66,7 +80,7 @@ class PgServer:
         pwfile.write_text(self.password + "\n")
         if os.geteuid() == 0:
             shutil.chown(pwfile, "postgres")
-        subprocess.run(_as_postgres([pg_bin("initdb"), "-D", str(self.data), "-U", self.user,
+        subprocess.run(_as_postgres([self.bin("initdb"), "-D", str(self.data), "-U", self.user,
                                      "--auth=scram-sha-256", f"--pwfile={pwfile}", "-E", "UTF8",
                                      "--locale=C.UTF-8"]),
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -76,7 +90,7 @@ class PgServer:
     def start(self) -> "PgServer":
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.root} -c fsync=off "
                 "-c synchronous_commit=off -c full_page_writes=off -c max_connections=50")
-        subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
+        subprocess.run(_as_postgres([self.bin("pg_ctl"), "-D", str(self.data), "-l", str(self.root / "log"),
                                      "-w", "-t", "60", "-o", opts, "start"]),
                        check=True, stdout=subprocess.DEVNULL)
         self.proc_started = True
@@ -84,7 +98,7 @@ class PgServer:
 
     def stop(self, mode: str = "fast") -> None:
         if self.proc_started:
-            subprocess.run(_as_postgres([pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
+            subprocess.run(_as_postgres([self.bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"]),
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.proc_started = False
 
@@ -103,10 +117,10 @@ class PgServer:
 
     def psql(self, database: str, *args: str, input: bytes | None = None, check: bool = True):
         env = {**os.environ, **self.env(database)}
-        return subprocess.run([pg_bin("psql"), "-X", "-q", *args], input=input, env=env,
+        return subprocess.run([self.bin("psql"), "-X", "-q", *args], input=input, env=env,
                               capture_output=True, check=check)
 
 
-def start_server(root: str | None = None) -> PgServer:
+def start_server(root: str | None = None, major: int | None = None) -> PgServer:
     root = Path(root or tempfile.mkdtemp(prefix="enclave-pg-"))
-    return PgServer(root).init().start()
+    return PgServer(root, major=major).init().start()

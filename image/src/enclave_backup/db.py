@@ -50,7 +50,10 @@ def connect(config: Config, *, dbname: str | None = None, autocommit: bool = Fal
     def attempt() -> psycopg.Connection:
         return psycopg.connect(dbname=dbname or config.database, autocommit=autocommit,
                                connect_timeout=config.db_connect_timeout,
-                               application_name="enclave-backup")
+                               application_name="enclave-backup",
+                               # Our own queries read text as UTF-8 whatever the database's encoding
+                               # (an SQL_ASCII database would hand psycopg bytes otherwise).
+                               client_encoding="UTF8")
 
     try:
         return attempt()

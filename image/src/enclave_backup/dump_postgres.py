@@ -86,6 +86,7 @@ def _quiet_session(conn: psycopg.Connection) -> None:
     conn.execute("SET statement_timeout = 0")
     conn.execute("SET idle_in_transaction_session_timeout = 0")
     conn.execute("SET lock_timeout = 0")
+    conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")  # qualified names in messages
     if server_major(conn) >= 14:
         conn.execute("SET idle_session_timeout = 0")
     conn.commit()
@@ -100,7 +101,7 @@ def _failure(detail: str, code: int, watcher: "LockWatcher", lock_timeout_second
         return (f"pg_dump could not lock table {table} within {lock_timeout_seconds:g}s: {blockers} holds a "
                 "conflicting lock. End that session or raise ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS "
                 "(Backup.LockTimeoutSeconds); no backup was written")
-    return f"pg_dump failed (exit {code}): {detail}"
+    return f"dumping the database: pg_dump failed (exit {code}): {detail}"
 
 
 class LockWatcher:

@@ -1,11 +1,15 @@
-"""Which pg_dump to run: pg_dump N reads servers up to major N, never newer ones."""
+"""Which pg_dump to run.
+
+pg_dump N reads servers up to major N, never newer ones; and its output is only sure to load
+into servers of major N or newer (pg_dump 17+ writes `SET transaction_timeout`, which 16 and
+older reject). So the pg_dump of the server's own major is best, a newer one the fallback.
+"""
 
 from __future__ import annotations
 
 import glob
 import os
 import re
-import shutil
 import subprocess
 
 import psycopg
@@ -31,8 +35,10 @@ def client_major(path: str) -> int | None:
 
 
 def candidates() -> list[str]:
-    found = [shutil.which("pg_dump") or "", *sorted(glob.glob(_PACKAGE_DIRS))]
-    return list(dict.fromkeys(p for p in found if p and os.access(p, os.X_OK)))
+    """Every pg_dump on PATH (not just the first) and in the packages' directories."""
+    on_path = [os.path.join(d, "pg_dump") for d in os.environ.get("PATH", "").split(os.pathsep) if d]
+    found = [*on_path, *sorted(glob.glob(_PACKAGE_DIRS))]
+    return list(dict.fromkeys(os.path.realpath(p) for p in found if os.path.isfile(p) and os.access(p, os.X_OK)))
 
 
 def find_pg_dump(server: int, configured: str = "") -> str:
@@ -45,14 +51,19 @@ def find_pg_dump(server: int, configured: str = "") -> str:
             raise DatabaseError(f"the server runs PostgreSQL {server} but ENCLAVE_BACKUP_PG_DUMP is pg_dump {major}, "
                                 f"which cannot dump newer servers; point it at pg_dump {server} or newer")
         return configured
-    versions = {path: client_major(path) for path in candidates()}
-    usable = sorted(((m, p) for p, m in versions.items() if m is not None), reverse=True)
-    if not usable:
+    found = [(m, p) for p, m in ((p, client_major(p)) for p in candidates()) if m is not None]
+    if not found:
         raise ConfigError("no pg_dump found on PATH or in /usr/lib/postgresql/*/bin; install the PostgreSQL "
                           "client programs or set ENCLAVE_BACKUP_PG_DUMP")
-    major, path = usable[0]
-    if major < server:
-        raise DatabaseError(f"the server runs PostgreSQL {server} but the newest pg_dump here is {major} ({path}), "
-                            f"which cannot dump newer servers; use an image with pg_dump {server} or newer "
+    return choose(server, found)
+
+
+def choose(server: int, found: list[tuple[int, str]]) -> str:
+    """The pg_dump of the server's major, else the oldest newer one; (major, path) pairs."""
+    usable = sorted((m, p) for m, p in found if m >= server)
+    if not usable:
+        newest = max(found)
+        raise DatabaseError(f"the server runs PostgreSQL {server} but the newest pg_dump here is {newest[0]} "
+                            f"({newest[1]}), which cannot dump newer servers; use an image with pg_dump {server} "
                             "or set ENCLAVE_BACKUP_PG_DUMP")
-    return path
+    return usable[0][1]

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import zlib
+
+import psycopg
 from dataclasses import dataclass
 
 from . import dbstate, log
@@ -82,16 +84,25 @@ class PostgreSQL:
         return dbstate.summary(state)
 
     def read_marker(self, conn, name: str) -> str | None:
-        state = conn.execute(
-            "SELECT (SELECT substr(c, length(%s) + 2) FROM unnest(s.setconfig) c WHERE c LIKE %s || '=%%') "
-            "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
-            "WHERE d.datname = %s AND s.setrole = 0", (dbstate.MARKER_SETTING, dbstate.MARKER_SETTING, name)).fetchone()
-        return state[0] if state else None
+        row = conn.execute(
+            "SELECT (SELECT substr(c, length(%s) + 2) FROM pg_db_role_setting s, unnest(s.setconfig) c "
+            "        WHERE s.setdatabase = d.oid AND s.setrole = 0 AND c LIKE %s || '=%%'), "
+            "       shobj_description(d.oid, 'pg_database') "
+            "FROM pg_database d WHERE d.datname = %s",
+            (dbstate.MARKER_SETTING, dbstate.MARKER_SETTING, name)).fetchone()
+        return (row[0] or row[1]) if row else None
 
     def write_marker(self, conn, name: str, text: str) -> None:
         # A database setting, not the comment: the database's own comment must survive a restore.
-        conn.execute(f"ALTER DATABASE {quote_ident(name)} SET {quote_ident(dbstate.MARKER_SETTING)} "
-                     f"TO {quote_literal(text)}")
+        try:
+            conn.execute(f"ALTER DATABASE {quote_ident(name)} SET {quote_ident(dbstate.MARKER_SETTING)} "
+                         f"TO {quote_literal(text)}")
+        except psycopg.errors.InsufficientPrivilege:
+            # Only superusers, or roles granted SET on it, may store a custom setting.
+            conn.execute(f"COMMENT ON DATABASE {quote_ident(name)} IS {quote_literal(text)}")
+            log.get().warning("the restore marker replaced the database comment: this user may not store the "
+                              f"{dbstate.MARKER_SETTING} setting; as a superuser run GRANT SET ON PARAMETER "
+                              f"{dbstate.MARKER_SETTING} TO <restore user> to keep comments", database=name)
 
     def rename_sql(self, old: str, new: str) -> str:
         return f"ALTER DATABASE {quote_ident(old)} RENAME TO {quote_ident(new)}"

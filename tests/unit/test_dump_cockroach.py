@@ -396,6 +396,33 @@ def test_v21_uses_catalog_queries_for_schemas_and_types():
             < position(script, "CREATE TABLE public.parent ("))
 
 
+# A 21.2 table with a hash-sharded primary key, as SHOW CREATE prints it there
+# (https://www.cockroachlabs.com/docs/v21.2/hash-sharded-indexes: "USING HASH WITH
+# BUCKET_COUNT = n", refused unless experimental_enable_hash_sharded_indexes is on).
+HASHED = """CREATE TABLE public.events (
+    ts TIMESTAMP NOT NULL,
+    crdb_internal_ts_shard_8 INT4 NOT VISIBLE NOT NULL AS (mod(fnv32(COALESCE(CAST(ts AS STRING), '':::STRING)), 8:::INT8)) STORED,
+    CONSTRAINT "primary" PRIMARY KEY (ts ASC) USING HASH WITH BUCKET_COUNT = 8,
+    FAMILY "primary" (ts, crdb_internal_ts_shard_8)
+);"""
+
+
+@pytest.mark.parametrize(("version", "expected"), [((21, 2), [dc.HASH_SHARDED_SQL]), ((22, 1), []),
+                                                   ((24, 1), [])])
+def test_hash_sharded_ddl_before_22_1_gets_the_session_setting(version, expected):
+    assert dc.session_settings(version, [HASHED]) == expected
+    assert dc.session_settings(version, CATALOG["SHOW_CREATE_ALL_TABLES"]) == []
+
+
+def test_a_v21_script_with_hash_sharded_tables_enables_them_before_the_creates():
+    conn = v21_server()
+    original = conn.answer
+    conn.answer = lambda sql: [(HASHED,)] + original(sql) if sql == dc.SHOW_TABLES_SQL else original(sql)
+    script, _, _ = dump(conn)
+    assert position(script, dc.HASH_SHARDED_SQL) < position(script, "CREATE TABLE public.events (")
+    assert dc.HASH_SHARDED_SQL not in dump(server("24.1"))[0]
+
+
 def test_servers_before_21_1_are_refused_with_the_minimum_version():
     conn = FakeCockroach(V21["OLD_VERSION"], V21["TIMESTAMP"])
     with pytest.raises(DatabaseError, match=r"v21\.1 or newer.*v20\.2\.19.*upgrade"):

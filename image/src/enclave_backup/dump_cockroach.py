@@ -27,6 +27,11 @@ from .stats import DumpStats
 
 MIN_VERSION = (21, 1)
 SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION = (22, 1)
+HASH_SHARDED_DEFAULT_VERSION = (22, 1)
+# Before 22.1, hash-sharded DDL is refused unless this is on; from 22.1 the variable is kept
+# as a no-op for compatibility (pkg/sql/vars.go @ 91982ad3bced2707c9505ce1bee59cc88875505d),
+# so the script replays on newer servers too.
+HASH_SHARDED_SQL = "SET experimental_enable_hash_sharded_indexes = on;"
 GC_MARGIN = 0.9  # fail once the dump has used this share of the GC window
 
 SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
@@ -138,6 +143,7 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     write_statements(write, "types", unqualify(type_statements(conn, version), database))
     creates, constraints = split_table_statements(unqualify(first_column(conn, SHOW_TABLES_SQL), database))
     relations, views = split_views(creates)
+    write_statements(write, "session settings the DDL below needs", session_settings(version, relations))
     write_statements(write, "tables and sequences", relations)
     matviews = set(conn.execute(MATVIEWS_SQL).fetchall())
     for table in list_tables(conn, matviews, database):
@@ -274,6 +280,11 @@ def split_table_statements(rows: list[str]) -> tuple[list[str], list[str]]:
     creates = [r for r in rows if r.lstrip().upper().startswith("CREATE ")]
     after = [r for r in rows if not r.lstrip().upper().startswith("CREATE ")]
     return creates, after
+
+
+def session_settings(version: tuple[int, int], relations: list[str]) -> list[str]:
+    hashed = any(re.search(r"\bUSING\s+HASH\b", r, re.I) for r in relations)
+    return [HASH_SHARDED_SQL] if hashed and version < HASH_SHARDED_DEFAULT_VERSION else []
 
 
 def split_views(creates: list[str]) -> tuple[list[str], list[str]]:

@@ -423,6 +423,17 @@ def test_a_v21_script_with_hash_sharded_tables_enables_them_before_the_creates()
     assert dc.HASH_SHARDED_SQL not in dump(server("24.1"))[0]
 
 
+def test_identity_always_tables_are_named_in_a_warning(capsys):
+    # GENERATED ALWAYS AS IDENTITY as SHOW CREATE prints it (logic test
+    # generated_as_identity, https://www.cockroachlabs.com/docs/v24.1/create-table#identity-columns).
+    table = ("CREATE TABLE public.ids (\n    id INT8 NOT NULL GENERATED ALWAYS AS IDENTITY (START 1 INCREMENT 1),"
+             "\n    CONSTRAINT ids_pkey PRIMARY KEY (id ASC)\n);")
+    by_default = table.replace("ALWAYS", "BY DEFAULT").replace("public.ids", "public.ok")
+    assert dc.warn_unrestorable([table, by_default, *CATALOG["SHOW_CREATE_ALL_TABLES"]]) == ["public.ids"]
+    assert "GENERATED ALWAYS AS IDENTITY" in capsys.readouterr().out
+    assert dc.warn_unrestorable(CATALOG["SHOW_CREATE_ALL_TABLES"]) == []
+
+
 def test_servers_before_21_1_are_refused_with_the_minimum_version():
     conn = FakeCockroach(V21["OLD_VERSION"], V21["TIMESTAMP"])
     with pytest.raises(DatabaseError, match=r"v21\.1 or newer.*v20\.2\.19.*upgrade"):

@@ -1,0 +1,58 @@
+"""The restore's load step as CockroachDB uses it, run live on PostgreSQL: view statements held back.
+
+The scratch database must hold no views when it is renamed (CockroachDB refuses the
+rename otherwise; see test_swap_views_cockroach.py), so load() keeps them for the swap,
+while table data, one INSERT batch per statement, commits as it goes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from enclave_backup import restore
+from enclave_backup.config import Config
+from enclave_backup.manifest import Manifest
+from enclave_backup.swap_views import is_view_statement
+
+SCRIPT = b"""-- enclave-backup dump
+-- engine: cockroachdb
+CREATE TABLE public.parent (x INT8, note TEXT);
+INSERT INTO "public"."parent" ("x", "note") VALUES ('1'::INT8, e'a\\nb'::TEXT), ('2'::INT8, NULL);
+INSERT INTO "public"."parent" ("x", "note") VALUES ('3'::INT8, 'CREATE VIEW is data here'::TEXT);
+SELECT 1 AS "CREATE VIEW";
+-- views
+CREATE VIEW public.v (x) AS SELECT x FROM public.parent;
+COMMENT ON VIEW public.v IS 'kept for the swap';
+CREATE MATERIALIZED VIEW public.mv (s) AS SELECT sum(x) FROM public.parent;
+"""
+
+
+class Body:
+    def iter_chunks(self, size):
+        for i in range(0, len(SCRIPT), 7):  # small pieces: statements span chunks
+            yield SCRIPT[i:i + 7]
+
+
+class Storage:
+    bucket = "b"
+
+    def open_read(self, key):
+        return Body()
+
+
+def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname, monkeypatch):
+    for name, value in pg.env(dbname).items():
+        monkeypatch.setenv(name, value)
+    manifest = Manifest(key="k", database="malbork", engine="cockroachdb", server_version="v24.1.0",
+                        started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
+                        sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
+    loaded = restore.load(Config(bucket="b"), Storage(), "k", manifest, dbname, defer=is_view_statement)
+    assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",
+                               "COMMENT ON VIEW public.v IS 'kept for the swap'",
+                               "CREATE MATERIALIZED VIEW public.mv (s) AS SELECT sum(x) FROM public.parent"]
+    assert loaded.rows == 3 and loaded.statements == 7
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT x, note FROM parent ORDER BY x").fetchall() == [
+            (1, "a\nb"), (2, None), (3, "CREATE VIEW is data here")]
+        assert conn.execute("SELECT count(*) FROM pg_class WHERE relkind IN ('v', 'm') "
+                            "AND relnamespace = 'public'::regnamespace").fetchone()[0] == 0

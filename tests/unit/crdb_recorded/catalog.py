@@ -13,6 +13,8 @@ last_value 0 / is_called true):
 - https://github.com/cockroachdb/cockroach/blob/master/pkg/sql/logictest/testdata/logic_test/sequences
 - https://www.cockroachlabs.com/docs/v22.2/information-schema (columns.is_hidden,
   is_generated, generation_expression, crdb_sql_type; tables.table_type; sequences)
+The table `docs` holds the values of pkg/sql/copy/testdata/copy_to_text and
+pkg/sql/logictest/testdata/logic_test/json (see data_rows.py for their commits).
 """
 
 DATABASE = "malbork"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .db import quote_ident, quote_literal
+from .db import quote_ident, quote_literal, split_quoted
 
 # Where a restored database records which backup it came from (see swap.marker).
 MARKER_SETTING = "enclave_backup.restored_from"
@@ -89,24 +89,4 @@ def _setting_value(name: str, value: str) -> str:
 
 def split_list(value: str) -> list[str]:
     """Elements of a stored list setting (`"$user", public`), with double quotes undone."""
-    items, current, quoted, i = [], [], False, 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == '"' and value[i + 1:i + 2] == '"':
-                current.append('"')
-                i += 1
-            elif ch == '"':
-                quoted = False
-            else:
-                current.append(ch)
-        elif ch == '"':
-            quoted = True
-        elif ch == ",":
-            items.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    items.append("".join(current).strip())
-    return [item for item in items if item]
+    return [item.strip() for item in split_quoted(value, ",") if item.strip()]

@@ -317,3 +317,34 @@ def test_database_privileges_settings_limit_and_comment_survive_the_swap(pg, mot
     result = restore(cli_env)
     assert result.event("database-level state carried over")["source"] == "backup"
     assert database_state(pg, dbname) == state
+
+
+LOCALE = """
+SELECT datlocprovider::text, {locale}, datcollate, datctype, pg_encoding_to_char(encoding)
+FROM pg_database WHERE datname = %s
+"""
+
+
+@pytest.mark.parametrize("major, options", [
+    (None, "LOCALE_PROVIDER icu ICU_LOCALE 'de-u-co-phonebk' LOCALE 'C.UTF-8'"),  # Debian's 15 has ICU
+    (18, "LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' LOCALE 'C.UTF-8'"),
+])
+def test_the_locale_provider_survives_the_swap_and_a_new_database(pg, moto, bucket, cli_env, major, options,
+                                                                  request):
+    server = pg if major is None else request.getfixturevalue("servers")(major)
+    name = f"locale_{major or 15}"
+    with server.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING UTF8 {options}')
+    locale = "datlocale" if (major or 15) >= 17 else "daticulocale"
+    with server.connect() as conn:
+        before = conn.execute(LOCALE.format(locale=locale), (name,)).fetchall()
+    env = {**cli_env, **server.env(name)}
+    backup(env)
+    restore(env, "--force")
+    with server.connect() as conn:
+        assert conn.execute(LOCALE.format(locale=locale), (name,)).fetchall() == before
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    restore(env)
+    with server.connect() as conn:
+        assert conn.execute(LOCALE.format(locale=locale), (name,)).fetchall() == before

@@ -10,22 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.integration.corpus import build_corpus, fingerprint
-from tests.support.pgserver import SUPPORTED_MAJORS, pg_bin, start_server
-
-
-@pytest.fixture(scope="module")
-def servers():
-    """One server per major, started when first asked for."""
-    started = {}
-
-    def get(major: int):
-        if major not in started:
-            started[major] = start_server(major=major)
-        return started[major]
-
-    yield get
-    for server in started.values():
-        server.stop()
+from tests.support.pgserver import SUPPORTED_MAJORS, pg_bin
 
 
 def _schema(server, database: str) -> list[str]:

@@ -7,6 +7,7 @@ import uuid
 import pytest
 
 from tests.integration.corpus import add_bulk
+from tests.support.pgserver import start_server
 
 BULK_ROWS = 250_000  # about 110 MB of SQL text: 22 parts of 5 MiB, a second or two of dumping
 
@@ -24,3 +25,18 @@ def bulk_db(pg):
 def bulk_env(cli_env, pg, bulk_db):
     return {**cli_env, **pg.env(bulk_db), "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.05",
             "ENCLAVE_BACKUP_COMPRESSION": "none", "ENCLAVE_BACKUP_PART_SIZE_MIB": "5"}
+
+
+@pytest.fixture(scope="session")
+def servers():
+    """A PostgreSQL server of a given major (14-18), started when first asked for."""
+    started = {}
+
+    def get(major: int):
+        if major not in started:
+            started[major] = start_server(major=major)
+        return started[major]
+
+    yield get
+    for server in started.values():
+        server.stop()

@@ -219,15 +219,28 @@ ENCODED = {
                  b"COMMENT ON TABLE \"caf\xc3\xa9\" IS 'mixed \xe9 and \xe6\x9d\xb1 and \xff';\n"
                  b"INSERT INTO \"caf\xc3\xa9\" VALUES ('Z\xfcrich \xff', 1), ('\xe6\x9d\xb1\xe4\xba\xac', 2), (NULL, 3);\n",
 }
+# More server encodings, written by a UTF-8 client the server converts for.
+for _encoding, _text in {"LATIN2": "Łódź żółć", "WIN1251": "Привет, мир", "EUC_JP": "東京 ｶﾀｶﾅ",
+                         "LATIN9": "€ œ Ÿ", "UTF8": "Zürich 東京 🙂"}.items():
+    ENCODED[_encoding] = ("SET client_encoding = 'UTF8';\n"
+                          f"CREATE TABLE \"t {_text}\" (\"c {_text}\" text, n integer);\n"
+                          f"COMMENT ON TABLE \"t {_text}\" IS '{_text}';\n"
+                          f"INSERT INTO \"t {_text}\" VALUES ('{_text}', 1), (NULL, 2);\n").encode()
+
 CHECK = {
     "LATIN1": b"SET client_encoding = 'LATIN1';\nSELECT md5(string_agg(t::text, '|' ORDER BY n)) || "
               b"md5(obj_description('\"caf\xe9\"'::regclass, 'pg_class')) FROM \"caf\xe9\" t;\n",
     "SQL_ASCII": b"SET client_encoding = 'SQL_ASCII';\nSELECT md5(string_agg(t::text, '|' ORDER BY n)) || "
                  b"md5(obj_description('\"caf\xc3\xa9\"'::regclass, 'pg_class')) FROM \"caf\xc3\xa9\" t;\n",
 }
+for _encoding, _query in ENCODED.items():
+    if _encoding not in CHECK:
+        _table = _query.split(b"CREATE TABLE ", 1)[1].split(b" (", 1)[0]
+        CHECK[_encoding] = (b"SET client_encoding = 'UTF8';\nSELECT md5(string_agg(t::text, '|' ORDER BY n)) || md5("
+                            b"obj_description('" + _table + b"'::regclass, 'pg_class')) FROM " + _table + b" t;\n")
 
 
-@pytest.mark.parametrize("encoding", ["LATIN1", "SQL_ASCII"])
+@pytest.mark.parametrize("encoding", sorted(ENCODED))
 def test_non_utf8_databases_round_trip_by_hand_and_by_restore(pg, moto, bucket, dbname, cli_env, encoding):
     with pg.connect() as conn:
         conn.execute(f'DROP DATABASE "{dbname}"')
@@ -304,3 +317,34 @@ def test_database_privileges_settings_limit_and_comment_survive_the_swap(pg, mot
     result = restore(cli_env)
     assert result.event("database-level state carried over")["source"] == "backup"
     assert database_state(pg, dbname) == state
+
+
+LOCALE = """
+SELECT datlocprovider::text, {locale}, datcollate, datctype, pg_encoding_to_char(encoding)
+FROM pg_database WHERE datname = %s
+"""
+
+
+@pytest.mark.parametrize("major, options", [
+    (None, "LOCALE_PROVIDER icu ICU_LOCALE 'de-u-co-phonebk' LOCALE 'C.UTF-8'"),  # Debian's 15 has ICU
+    (18, "LOCALE_PROVIDER builtin BUILTIN_LOCALE 'C.UTF-8' LOCALE 'C.UTF-8'"),
+])
+def test_the_locale_provider_survives_the_swap_and_a_new_database(pg, moto, bucket, cli_env, major, options,
+                                                                  request):
+    server = pg if major is None else request.getfixturevalue("servers")(major)
+    name = f"locale_{major or 15}"
+    with server.connect() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING UTF8 {options}')
+    locale = "datlocale" if (major or 15) >= 17 else "daticulocale"
+    with server.connect() as conn:
+        before = conn.execute(LOCALE.format(locale=locale), (name,)).fetchall()
+    env = {**cli_env, **server.env(name)}
+    backup(env)
+    restore(env, "--force")
+    with server.connect() as conn:
+        assert conn.execute(LOCALE.format(locale=locale), (name,)).fetchall() == before
+        conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    restore(env)
+    with server.connect() as conn:
+        assert conn.execute(LOCALE.format(locale=locale), (name,)).fetchall() == before

@@ -10,22 +10,7 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.integration.corpus import build_corpus, fingerprint
-from tests.support.pgserver import SUPPORTED_MAJORS, start_server
-
-
-@pytest.fixture(scope="module")
-def servers():
-    """One server per major, started when first asked for."""
-    started = {}
-
-    def get(major: int):
-        if major not in started:
-            started[major] = start_server(major=major)
-        return started[major]
-
-    yield get
-    for server in started.values():
-        server.stop()
+from tests.support.pgserver import SUPPORTED_MAJORS, pg_bin
 
 
 def _schema(server, database: str) -> list[str]:
@@ -85,3 +70,21 @@ def test_a_backup_of_a_newer_server_is_refused_before_anything_changes(servers, 
     with older.connect("refuse_me") as conn:
         assert conn.execute("SELECT n FROM t").fetchall() == [(2,)]
     assert sorted(d for d in older.databases() if d.startswith("refuse_me")) == ["refuse_me"]
+
+
+def test_a_script_of_a_newer_pg_dump_restores_into_its_own_server(servers, moto, bucket, cli_env):
+    """pg_dump 18 of a PostgreSQL 16 server writes SET transaction_timeout, which 16 lacks: skipped, said."""
+    server = servers(16)
+    server.create_database("newer_dump")
+    with server.connect("newer_dump") as conn:
+        conn.execute("CREATE TABLE t (n integer)")
+        conn.execute("INSERT INTO t VALUES (1), (2)")
+    env = {**cli_env, **server.env("newer_dump"), "ENCLAVE_BACKUP_PG_DUMP": pg_bin("pg_dump", 18)}
+    assert run_cli(env, "backup").returncode == 0
+    with server.connect("newer_dump") as conn:
+        conn.execute("DELETE FROM t")
+    result = run_cli(env, "restore", "--object", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "transaction_timeout" in result.event("skipped a setting this server does not know")["statement"]
+    with server.connect("newer_dump") as conn:
+        assert conn.execute("SELECT n FROM t ORDER BY n").fetchall() == [(1,), (2,)]

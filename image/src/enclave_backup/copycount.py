@@ -9,6 +9,7 @@ and a huge row is never held whole.
 
 from __future__ import annotations
 
+from .db import split_quoted
 from .stats import DumpStats
 
 _DATA_HEADER = b"-- Data for Name: "
@@ -87,27 +88,4 @@ class CopyCounter:
 
 def table_name(copy_line: bytes) -> str:
     """`schema.table` with quotes undone, from `COPY "s"."t" (a, b) FROM stdin;`."""
-    text = copy_line[len(b"COPY "):].decode("utf-8", errors="replace")
-    parts, current, quoted, i = [], [], False, 0
-    while i < len(text):
-        ch = text[i]
-        if quoted:
-            if ch == '"' and text[i + 1:i + 2] == '"':
-                current.append('"')
-                i += 1
-            elif ch == '"':
-                quoted = False
-            else:
-                current.append(ch)
-        elif ch == '"':
-            quoted = True
-        elif ch == ".":
-            parts.append("".join(current))
-            current = []
-        elif ch in " (":
-            break
-        else:
-            current.append(ch)
-        i += 1
-    parts.append("".join(current))
-    return ".".join(parts)
+    return ".".join(split_quoted(copy_line[len(b"COPY "):].decode("utf-8", errors="replace"), ".", stop=" ("))

@@ -84,3 +84,34 @@ def quote_ident(name: str) -> str:
 
 def quote_literal(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
+
+
+def split_quoted(text: str, separator: str, stop: str = "") -> list[str]:
+    """`text` split at `separator` outside double quotes, quotes undone, up to the first `stop` character.
+
+    `"Odd ""Schema"" name".t (a)` -> ['Odd "Schema" name', 't'] with "." and stop " (";
+    `"$user", public` -> ['$user', ' public'] with ",".
+    """
+    parts, current, quoted, i = [], [], False, 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"' and text[i + 1:i + 2] == '"':
+                current.append('"')
+                i += 1
+            elif ch == '"':
+                quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"':
+            quoted = True
+        elif ch == separator:
+            parts.append("".join(current))
+            current = []
+        elif ch in stop:
+            break
+        else:
+            current.append(ch)
+        i += 1
+    parts.append("".join(current))
+    return parts

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .db import quote_ident, quote_literal
+from .db import quote_ident, quote_literal, split_quoted
 
 # Where a restored database records which backup it came from (see swap.marker).
 MARKER_SETTING = "enclave_backup.restored_from"
@@ -20,10 +20,15 @@ _LIST_SETTINGS = {"search_path", "temp_tablespaces", "session_preload_libraries"
                   "shared_preload_libraries"}
 
 _DATABASE = """
-SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, pg_get_userbyid(d.datdba),
-       d.datconnlimit, d.datacl IS NULL, shobj_description(d.oid, 'pg_database')
+SELECT d.oid, pg_encoding_to_char(d.encoding), d.datcollate, d.datctype, {provider}, {locale}, {rules},
+       pg_get_userbyid(d.datdba), d.datconnlimit, d.datacl IS NULL, shobj_description(d.oid, 'pg_database')
 FROM pg_database d WHERE d.datname = coalesce(%s, current_database())
 """
+# Locale providers other than libc came with 15 (icu) and 17 (builtin); columns moved with them.
+_LOCALE_COLUMNS = [(170000, "d.datlocprovider::text", "d.datlocale", "d.daticurules"),
+                   (160000, "d.datlocprovider::text", "d.daticulocale", "d.daticurules"),
+                   (150000, "d.datlocprovider::text", "d.daticulocale", "NULL"),
+                   (0, "'c'", "NULL", "NULL")]
 _ACL = """
 SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, a.privilege_type, a.is_grantable
 FROM pg_database d, aclexplode(d.datacl) a WHERE d.oid = %s ORDER BY 1 NULLS FIRST, 2
@@ -36,10 +41,11 @@ FROM pg_db_role_setting s WHERE s.setdatabase = %s ORDER BY 1 NULLS FIRST
 
 def read_database_state(conn: psycopg.Connection, name: str | None = None) -> dict | None:
     """The state of database `name` (default: the connected one), or None if it does not exist."""
-    row = conn.execute(_DATABASE, (name,)).fetchone()
+    _, provider, locale, rules = next(c for c in _LOCALE_COLUMNS if conn.info.server_version >= c[0])
+    row = conn.execute(_DATABASE.format(provider=provider, locale=locale, rules=rules), (name,)).fetchone()
     if row is None:
         return None
-    oid, encoding, collate, ctype, owner, limit, default_acl, comment = row
+    oid, encoding, collate, ctype, provider, locale, rules, owner, limit, default_acl, comment = row
     settings = []
     for role, item in conn.execute(_SETTINGS, (oid,)).fetchall():
         key, _, value = item.partition("=")
@@ -47,8 +53,21 @@ def read_database_state(conn: psycopg.Connection, name: str | None = None) -> di
             settings.append({"role": role, "name": key, "value": value})
     acl = None if default_acl else [{"grantee": grantee, "privilege": privilege, "grantable": grantable}
                                     for grantee, privilege, grantable in conn.execute(_ACL, (oid,)).fetchall()]
-    return {"encoding": encoding, "collate": collate, "ctype": ctype, "owner": owner,
+    return {"encoding": encoding, "collate": collate, "ctype": ctype, "locale_provider": provider,
+            "locale": locale, "icu_rules": rules, "owner": owner,
             "connection_limit": limit, "acl": acl, "settings": settings, "comment": comment}
+
+
+def create_options(state: dict) -> str:
+    """CREATE DATABASE options giving the encoding and locale of `state`."""
+    out = (f" ENCODING {quote_literal(state['encoding'])} LC_COLLATE {quote_literal(state['collate'])}"
+           f" LC_CTYPE {quote_literal(state['ctype'])}")
+    provider = {"i": "icu", "b": "builtin"}.get(state.get("locale_provider") or "c")
+    if provider:
+        out += f" LOCALE_PROVIDER {provider} {provider.upper()}_LOCALE {quote_literal(state['locale'])}"
+    if state.get("icu_rules"):
+        out += f" ICU_RULES {quote_literal(state['icu_rules'])}"
+    return out
 
 
 def apply_sql(name: str, state: dict) -> list[str]:
@@ -89,24 +108,4 @@ def _setting_value(name: str, value: str) -> str:
 
 def split_list(value: str) -> list[str]:
     """Elements of a stored list setting (`"$user", public`), with double quotes undone."""
-    items, current, quoted, i = [], [], False, 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == '"' and value[i + 1:i + 2] == '"':
-                current.append('"')
-                i += 1
-            elif ch == '"':
-                quoted = False
-            else:
-                current.append(ch)
-        elif ch == '"':
-            quoted = True
-        elif ch == ",":
-            items.append("".join(current).strip())
-            current = []
-        else:
-            current.append(ch)
-        i += 1
-    items.append("".join(current).strip())
-    return [item for item in items if item]
+    return [item.strip() for item in split_quoted(value, ",") if item.strip()]

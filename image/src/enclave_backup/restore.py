@@ -329,9 +329,19 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                 else:
                     cur.execute(statement.data)
                     loaded.rows += _inserted(cur)
+            except psycopg.errors.UndefinedObject as exc:
+                if not _SESSION_SET.match(statement.sql):
+                    _statement_failed(stream, statement, exc, scratch)
+                # A newer pg_dump sets parameters this server does not have (pg_dump 17+:
+                # transaction_timeout); a parameter that does not exist cannot matter here.
+                logger.warning("skipped a setting this server does not know", line=statement.line,
+                               statement=statement.head())
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)
     return loaded
+
+
+_SESSION_SET = re.compile(r"(?is)^SET\s+(SESSION\s+)?[a-z_][a-z0-9_]*\s*(=|TO)\s*[^;]*$")
 
 
 def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.Error, scratch: str):

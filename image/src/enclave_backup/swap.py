@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import dataclass
 
 import psycopg
-from dataclasses import dataclass
 
 from . import dbstate, log
 from .db import quote_ident, quote_literal
@@ -64,8 +64,7 @@ class PostgreSQL:
         sql = f"CREATE DATABASE {quote_ident(name)} TEMPLATE template0"
         if state is None:
             return sql
-        sql += (f" ENCODING {quote_literal(state['encoding'])} LC_COLLATE {quote_literal(state['collate'])}"
-                f" LC_CTYPE {quote_literal(state['ctype'])}")
+        sql += dbstate.create_options(state)
         owner = state.get("owner")
         exists, is_me = conn.execute("SELECT count(*) > 0, bool_or(rolname = current_user) FROM pg_roles "
                                      "WHERE rolname = %s", (owner,)).fetchone()

@@ -153,6 +153,8 @@ cases; this also covers charts rendered with schema validation skipped.
   value: {{ .Values.Backup.S3Prefix | quote }}
 - name: ENCLAVE_BACKUP_COMPRESSION
   value: {{ .Values.Backup.Compression | quote }}
+- name: ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS
+  value: {{ int .Values.Backup.LockTimeoutSeconds | toString | quote }}
 - name: ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS
   # No backup Job outlives its deadline: an older pending upload is an orphan of a killed pod.
   value: {{ int .Values.Backup.ActiveDeadlineSeconds | toString | quote }}

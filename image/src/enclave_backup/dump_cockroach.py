@@ -1,8 +1,9 @@
 """CockroachDB dump: one AS OF SYSTEM TIME snapshot -> a plain SQL script `cockroach sql` replays.
 
 Script order: schemas, types, the tables and sequences of SHOW CREATE ALL TABLES
-(dependency-ordered by CockroachDB), table data as one-line INSERT batches, sequence
-values, the foreign keys SHOW CREATE ALL TABLES lists as separate ALTER statements, and
+(dependency-ordered by CockroachDB), GENERATED ALWAYS identity columns relaxed to BY DEFAULT
+(24.1+), table data as one-line INSERT batches, sequence values, identity columns ALWAYS
+again, the foreign keys SHOW CREATE ALL TABLES lists as separate ALTER statements, and
 last the views and materialized views. Views come last so a
 restore can create them after the database got its final name: CockroachDB refuses to
 rename a database whose tables a view depends on (pkg/sql/rename_database.go).
@@ -32,6 +33,10 @@ HASH_SHARDED_DEFAULT_VERSION = (22, 1)
 # as a no-op for compatibility (pkg/sql/vars.go @ 91982ad3bced2707c9505ce1bee59cc88875505d),
 # so the script replays on newer servers too.
 HASH_SHARDED_SQL = "SET experimental_enable_hash_sharded_indexes = on;"
+# From 24.1 an identity column's generation can change (cockroach#115889; logic test
+# alter_column_identity @ 0e36b604b60f0ba0053b0eeb1012a812b7651896): GENERATED ALWAYS columns
+# take the backup's values while BY DEFAULT and get ALWAYS back after the data.
+SET_GENERATED_VERSION = (24, 1)
 GC_MARGIN = 0.9  # fail once the dump has used this share of the GC window
 
 SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
@@ -143,15 +148,21 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     write_statements(write, "types", unqualify(type_statements(conn, version), database))
     creates, constraints = split_table_statements(unqualify(first_column(conn, SHOW_TABLES_SQL), database))
     relations, views = split_views(creates)
-    warn_unrestorable(relations)
+    always = identity_always_columns(relations)
+    if version < SET_GENERATED_VERSION:
+        warn_unrestorable(always)
+        always = []
     write_statements(write, "session settings the DDL below needs", session_settings(version, relations))
     write_statements(write, "tables and sequences", relations)
+    write_statements(write, "identity columns take the backup's values",
+                     set_generated(always, "BY DEFAULT"))
     matviews = set(conn.execute(MATVIEWS_SQL).fetchall())
     for table in list_tables(conn, matviews, database):
         window.check(table.key)
         dump_table(conn, table, write, stats, window)
     stats.current_table = ""
     write_statements(write, "sequence values", sequence_statements(conn))
+    write_statements(write, "identity columns generated always again", set_generated(always, "ALWAYS"))
     write_statements(write, "foreign keys", constraints)
     # Created after the data, a materialized view is filled by its CREATE; no REFRESH needed.
     write_statements(write, "views", views)
@@ -283,16 +294,41 @@ def split_table_statements(rows: list[str]) -> tuple[list[str], list[str]]:
     return creates, after
 
 
-_IDENTITY_ALWAYS = re.compile(r"^\s*CREATE TABLE\s+(\S+).*?\bGENERATED ALWAYS AS IDENTITY\b", re.S | re.I)
+_CREATE_TABLE = re.compile(r"^\s*CREATE TABLE\s+(.+?)\s+\(\n(.*)\n\)", re.S)
+_COLUMN_NAME = re.compile(r'^\s+("(?:[^"]|"")+"|[^\s"]+)\s')
+_STRING_LITERAL = re.compile(r"e?'(?:[^'\\]|''|\\.)*'", re.I)
+_ALWAYS_IDENTITY = re.compile(r"\bGENERATED ALWAYS AS IDENTITY\b")
 
 
-def warn_unrestorable(relations: list[str]) -> list[str]:
-    """Tables whose rows the script cannot load: GENERATED ALWAYS identity columns refuse explicit values."""
-    tables = [m.group(1) for m in map(_IDENTITY_ALWAYS.match, relations) if m]
+def identity_always_columns(relations: list[str]) -> list[tuple[str, str]]:
+    """(table, column) of every GENERATED ALWAYS AS IDENTITY column, both as SHOW CREATE prints them.
+
+    SHOW CREATE prints one column per line, indented, name first, inside `CREATE TABLE t (`...`)`.
+    """
+    found = []
+    for statement in relations:
+        match = _CREATE_TABLE.match(statement)
+        if match:
+            for line in match.group(2).splitlines():
+                name = _COLUMN_NAME.match(line)
+                # Not inside a literal, such as a DEFAULT string that happens to say it.
+                if name and _ALWAYS_IDENTITY.search(_STRING_LITERAL.sub("''", line[name.end():])):
+                    found.append((match.group(1), name.group(1)))
+    return found
+
+
+def set_generated(columns: list[tuple[str, str]], generation: str) -> list[str]:
+    return [f"ALTER TABLE {table} ALTER COLUMN {column} SET GENERATED {generation};" for table, column in columns]
+
+
+def warn_unrestorable(columns: list[tuple[str, str]]) -> list[str]:
+    """Before 24.1 a GENERATED ALWAYS identity column refuses explicit values and cannot be relaxed."""
+    tables = sorted({table for table, _ in columns})
     if tables:
         log.get().warning("these tables have GENERATED ALWAYS AS IDENTITY columns, which refuse the backup's "
-                          "explicit values: a restore stops at their first INSERT. Change the columns to "
-                          "GENERATED BY DEFAULT AS IDENTITY or use the native backup method", tables=tables)
+                          "explicit values on servers before 24.1: a restore stops at their first INSERT. "
+                          "Upgrade to 24.1+, change the columns to GENERATED BY DEFAULT AS IDENTITY or use the "
+                          "native backup method", tables=tables)
     return tables
 
 

@@ -72,6 +72,24 @@ def test_compression_round_trip_through_our_decompressor(kind):
     assert out == SAMPLE
 
 
+@pytest.mark.parametrize("level", range(1, 10))
+def test_every_gzip_level_is_one_file_for_standard_tools_and_for_us(level):
+    # 1-3 are ISA-L's deflate, 4-9 zlib's: either way gunzip and our reader take it.
+    stored = _compress("gzip", SAMPLE, level)
+    assert gzip.decompress(stored) == SAMPLE
+    assert subprocess.run(["gzip", "-dc"], input=stored, capture_output=True, check=True).stdout == SAMPLE
+    dec = compress.decompressor("gzip")
+    assert dec.decompress(stored) == SAMPLE
+    dec.finish()
+
+
+def test_a_file_from_gzip_itself_reads_back():
+    stored = subprocess.run(["gzip", "-6", "-c"], input=SAMPLE, capture_output=True, check=True).stdout
+    dec = compress.decompressor("gzip")
+    assert dec.decompress(stored) == SAMPLE
+    dec.finish()
+
+
 def test_parallel_gzip_is_one_file_for_standard_tools():
     stored = _compress("gzip", SAMPLE)
     assert gzip.decompress(stored) == SAMPLE

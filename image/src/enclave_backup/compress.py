@@ -1,7 +1,8 @@
 """Compression stages. Each takes SQL text with write() and hands stored bytes to a sink.
 
-gzip compresses independent blocks on a thread pool (zlib releases the GIL), pigz-style;
-the concatenated gzip members are one valid .gz file for gunzip, zcat and Python alike.
+gzip compresses independent blocks on a thread pool (ISA-L and zlib release the GIL),
+pigz-style; the concatenated gzip members are one valid .gz file for gunzip, zcat and Python
+alike. Levels 1-3 use ISA-L's deflate (isal), 4-9 zlib's; both read back with ISA-L's inflate.
 zstd uses the zstandard library's own worker threads.
 """
 
@@ -14,14 +15,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import zstandard
+from isal import isal_zlib
 
 from .errors import IntegrityError
 
 Sink = Callable[[bytes], None]
 
-# gzip 3 is zlib's last "fast" level: about 3x the speed of 6 for about 10% more bytes
-# on SQL dumps (scripts/bench.py); zstd beats both on speed and size.
-DEFAULT_LEVELS = {"gzip": 3, "zstd": 3}
+# ISA-L level 2 compressed prose-like SQL about 5x faster per core than zlib 3, to the
+# size of zlib 6 (scripts/bench.py); zstd is smaller still.
+DEFAULT_LEVELS = {"gzip": 2, "zstd": 3}
+ISAL_TOP_LEVEL = 3  # ISA-L has levels 0-3; above that, zlib
 GZIP_BLOCK = 1 << 20
 # zstd's default job for level 3 is 8 MiB with a pool of several; 4 MiB jobs halve its
 # buffers (about 50 -> 25 MiB) at the same ratio on dumps.
@@ -33,7 +36,8 @@ def worker_count(threads: int) -> int:
 
 
 def _gzip_member(block: bytes, level: int) -> bytes:
-    engine = zlib.compressobj(level, zlib.DEFLATED, 31)
+    lib = isal_zlib if level <= ISAL_TOP_LEVEL else zlib
+    engine = lib.compressobj(level, lib.DEFLATED, 31)
     return engine.compress(block) + engine.flush()
 
 
@@ -156,7 +160,7 @@ class _Plain:
 def decompressor(kind: str):
     """An object with decompress(bytes) -> bytes and finish() that raises on truncation."""
     if kind == "gzip":
-        return _Frames(lambda: zlib.decompressobj(31), zlib.error, "gzip")
+        return _Frames(lambda: isal_zlib.decompressobj(31), isal_zlib.error, "gzip")
     if kind == "zstd":
         return _Frames(lambda: zstandard.ZstdDecompressor().decompressobj(), zstandard.ZstdError, "zstd")
     return _Plain()

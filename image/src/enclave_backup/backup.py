@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timedelta, timezone
 
 from . import __version__, db, log
-from .compress import compressor
+from .compress import compressor, worker_count
 from .config import Config
 from .errors import StorageError, Terminated
 from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, key_name, manifest_key,
@@ -84,7 +84,8 @@ def run_backup(config: Config) -> Manifest:
                     "run_id": run_id}
         upload = storage.start_upload(key, CONTENT_TYPES[config.compression], encode_metadata(identity))
         logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
-                    server_version=version, compression=config.compression)
+                    server_version=version, compression=config.compression, installation=config.installation,
+                    compression_threads=worker_count(config.compression_threads))
 
         stats = DumpStats()
         hasher = hashlib.sha256()

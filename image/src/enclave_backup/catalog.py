@@ -2,7 +2,7 @@
 
 An object counts only with its manifest beside it, and only if that manifest names the
 same object, this database and the installation asked for. Order is the manifest's start
-time, not the key's timestamp: a key is a name anyone can forge.
+time (capped by the store's clock), not the key's timestamp: a key is a name anyone can forge.
 """
 
 from __future__ import annotations
@@ -34,6 +34,12 @@ class Backup:
         return manifest_key(self.key)
 
     @property
+    def order_time(self) -> datetime:
+        """What `latest` sorts by: the manifest's start, but never later than the store saw the manifest,
+        so neither a writer's clock that runs ahead nor an edited start keeps a backup newest for ever."""
+        return min(self.started, self.stored_at) if self.stored_at else self.started
+
+    @property
     def clock_skew_seconds(self) -> float:
         """How far the store's clock was ahead of the writer's when the manifest was written."""
         return (self.stored_at - self.started).total_seconds() if self.stored_at else 0.0
@@ -52,7 +58,7 @@ def parse_time(text: str) -> datetime:
 def complete_backups(storage: Storage, key_prefix: str, database: str, *,
                      installation: str | None = None) -> list[Backup]:
     """Complete backups of `database` by `installation` (default: this one; "*": any) directly under
-    `key_prefix`, newest first by the manifests' start times.
+    `key_prefix`, newest first by the manifests' start times (see Backup.order_time).
 
     Other keys beside them (`<key>.verify.json`, files of other tools) are never backups.
     """
@@ -73,7 +79,7 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
             continue
         found.append(Backup(key, manifest.database, started, obj.size, manifest.installation,
                             objects[manifest_key(key)].last_modified))
-    return sorted(found, key=lambda b: (b.started, b.key), reverse=True)
+    return sorted(found, key=lambda b: (b.order_time, b.started, b.key), reverse=True)
 
 
 def read_manifest(storage: Storage, key: str) -> Manifest:

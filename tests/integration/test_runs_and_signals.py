@@ -14,7 +14,7 @@ import pytest
 
 from enclave_backup import backup, config as config_mod, log
 from enclave_backup.errors import StorageError
-from enclave_backup.manifest import decode_metadata, parse_header
+from enclave_backup.manifest import decode_metadata, installation_tag, object_key, parse_header
 from tests.conftest import REPO, run_cli, spawn_cli
 from tests.integration.test_backup_failures import Running, uploaded_some_parts
 from tests.support.proxy import Proxy
@@ -53,7 +53,7 @@ def test_two_runs_in_the_same_second_keep_both_backups(moto, bucket, in_process)
 
 def test_a_run_never_overwrites_or_deletes_an_object_it_did_not_write(moto, bucket, in_process, monkeypatch):
     """Were two runs ever to get one key (same second, same run id), the second fails and touches nothing."""
-    monkeypatch.setattr(backup.secrets, "token_hex", lambda _n: "0123456789abcdef")
+    monkeypatch.setattr(backup.secrets, "token_hex", lambda _n: "01234567")
     first = in_process()
     before = _objects(moto, bucket)
     with pytest.raises(StorageError, match="already exists: another run wrote it"):
@@ -62,6 +62,21 @@ def test_a_run_never_overwrites_or_deletes_an_object_it_did_not_write(moto, buck
     assert not moto.client().list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert json.loads(moto.client().get_object(Bucket=bucket, Key=first.key + ".manifest.json")["Body"].read()
                       )["run_id"] == first.run_id
+
+
+def test_stale_upload_clean_up_never_touches_another_installations_upload(moto, bucket, cli_env, dbname):
+    client = moto.client()
+    started = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    keys = {who: object_key("nightly/", dbname, started, "gzip", installation_tag(who) + "00000000")
+            for who in ("default", "team-b/data-shield")}
+    for key in keys.values():
+        client.create_multipart_upload(Bucket=bucket, Key=key)
+    time.sleep(2)
+    result = run_cli({**cli_env, "ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS": "1"}, "backup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("aborted a stale multipart upload")["key"] == keys["default"]
+    pending = [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert pending == [keys["team-b/data-shield"]]  # its own backup may simply run longer
 
 
 def test_two_processes_started_together_both_succeed(moto, bucket, cli_env):

@@ -12,8 +12,8 @@ from . import __version__, db, log
 from .compress import compressor, worker_count
 from .config import Config
 from .errors import StorageError, Terminated
-from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, key_name, manifest_key,
-                       object_key)
+from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
+                       key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
 from .s3 import Storage, utcnow
 from .stats import DumpStats
@@ -51,11 +51,20 @@ def keep_large_buffers_mapped() -> None:
 
 
 def abort_stale_uploads(storage: Storage, config: Config) -> None:
-    """Remove parts left by a run that was killed outright (SIGKILL, OOM, node loss)."""
+    """Remove parts left by a run of this installation that was killed outright (SIGKILL, OOM, node loss).
+
+    Another installation sharing the bucket may run longer backups: its uploads (run ids
+    of another tag) are never touched. Keys from before run ids count as this installation's.
+    """
     logger = log.get()
     cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
+    tag = installation_tag(config.installation)
     for upload in storage.pending_uploads(f"{config.key_prefix}{key_name(config.database)}-"):
-        if upload["Initiated"] < cutoff:
+        run = run_id_of(upload["Key"])
+        parsed = parse_key(upload["Key"], config.key_prefix)
+        # Both clocks must call it old: some stores report a fixed initiation time.
+        started = parsed[1] if parsed else upload["Initiated"]
+        if max(upload["Initiated"], started) < cutoff and (not run or run.startswith(tag)):
             storage.abort(upload["Key"], upload["UploadId"])
             logger.warning("aborted a stale multipart upload", key=upload["Key"],
                            initiated=upload["Initiated"].isoformat())
@@ -78,7 +87,7 @@ def run_backup(config: Config) -> Manifest:
             engine, version = db.detect_engine(conn, config.engine)
             conn.rollback()
         started = utcnow()
-        run_id = secrets.token_hex(8)
+        run_id = installation_tag(config.installation) + secrets.token_hex(4)
         key = object_key(config.key_prefix, config.database, started, config.compression, run_id)
         identity = {"database": config.database, "engine": engine, "installation": config.installation,
                     "run_id": run_id}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from urllib.parse import quote, unquote
@@ -19,6 +20,17 @@ TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 # The run id makes keys unique per run: two runs started in the same second never share one.
 _KEY_RE = re.compile(r"^(?P<db>[^/]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<run>[0-9a-f]{8,32}))?"
                      r"(?P<ext>\.sql(?:\.gz|\.zst)?)$")
+
+
+def installation_tag(installation: str) -> str:
+    """8 hex digits of the installation's sha256: the first half of every run id it draws."""
+    return hashlib.sha256(installation.encode()).hexdigest()[:8]
+
+
+def run_id_of(key: str) -> str:
+    """The run id in a backup key, "" for keys made before run ids."""
+    match = _KEY_RE.match(key.rsplit("/", 1)[-1])
+    return (match["run"] or "") if match else ""
 
 
 def key_name(database: str) -> str:

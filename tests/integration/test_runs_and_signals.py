@@ -1,4 +1,4 @@
-"""Two runs never destroy each other's backup; SIGTERM ends a stalled backup inside the grace period."""
+"""Two runs never destroy each other's backup; SIGTERM ends a stalled backup or restore inside the grace period."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from enclave_backup import backup, config as config_mod, log
 from enclave_backup.errors import StorageError
 from enclave_backup.manifest import decode_metadata, installation_tag, object_key, parse_header
 from tests.conftest import REPO, run_cli, spawn_cli
+from tests.integration.corpus import add_bulk, fingerprint
 from tests.integration.test_backup_failures import Running, uploaded_some_parts
 from tests.support.proxy import Proxy
 
@@ -111,3 +112,34 @@ def test_sigterm_with_s3_stalled_exits_inside_the_grace_period(moto, bucket, bul
     assert "SIGTERM" in result.event("backup failed")["error"]
     # Whatever the stalled store kept is parts of an upload, never an object or a manifest.
     assert not moto.client().list_objects_v2(Bucket=bucket).get("Contents")
+
+
+def test_sigterm_of_a_restore_reading_from_a_stalled_store(moto, pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        add_bulk(conn, 60_000, width=400)
+    env = {**cli_env, "ENCLAVE_BACKUP_COMPRESSION": "none"}  # more bytes than socket buffers hold
+    made = run_cli(env, "backup")
+    assert made.returncode == 0, made.stdout + made.stderr
+    with pg.connect(dbname) as conn:
+        conn.execute("DELETE FROM public.bulk WHERE id > 100")
+        live = fingerprint(conn)
+
+    proxy = Proxy(moto.port).start()
+    run = Running({**env, "AWS_ENDPOINT_URL": proxy.endpoint, "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.05"},
+                  "restore", "--object", made.event("backup complete")["key"])
+    run.wait_for(lambda e: e.get("event") == "restore progress" and e.get("rows", 0) > 0)
+    proxy.stall()
+    time.sleep(1)
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.finish(timeout=60)
+    took = time.monotonic() - sent
+    proxy.resume()
+    print(f"restore exited {took:.1f}s after SIGTERM with S3 stalled")
+    assert took < GRACE - 5, f"{took:.1f}s"
+    assert result.returncode == 1 and "SIGTERM" in result.event("restore failed")["error"]
+    with pg.connect(dbname) as conn:
+        assert fingerprint(conn) == live
+    with pg.connect() as conn:  # the scratch database went with it
+        assert not conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                (dbname + "_restoring%",)).fetchall()

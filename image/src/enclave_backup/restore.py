@@ -32,9 +32,10 @@ STAMP = "%Y%m%d%H%M%S"
 STAMP_DIGITS = 14
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; longer names would be cut silently
 SWAP_RETRY_SECONDS = 10.0  # after terminating clients: time for their sessions to end
-
-
 HEADER_BYTES = 64 * 1024  # the object's first bytes, read to check its header before any work
+OVERRIDE_HINT = ("; to restore another installation's backup on purpose (disaster recovery), set "
+                 "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION (restore.sourceInstallation) to its name, "
+                 f"or to {ANY_INSTALLATION!r} for backups that record none")
 
 
 def _stem(database: str, kind: str) -> str:
@@ -169,7 +170,7 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
         if not backups:
             raise StorageError(f"no complete backup of {config.database!r} by installation {source!r} in "
                                f"s3://{config.bucket}/{config.key_prefix} (an object counts only with its manifest)"
-                               + _override_hint(config))
+                               + OVERRIDE_HINT)
         key = backups[0].key
     else:
         key = object_key.lstrip("/")
@@ -190,18 +191,12 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
                              "nothing was changed")
     if source != ANY_INSTALLATION and manifest.installation != source:
         raise IntegrityError(f"{where} was written by installation {manifest.installation or '(not recorded)'!r}, "
-                             f"not by {source!r}; nothing was changed" + _override_hint(config))
+                             f"not by {source!r}; nothing was changed" + OVERRIDE_HINT)
     if head["ContentLength"] != manifest.stored_size:
         raise IntegrityError(f"{where} holds {head['ContentLength']} bytes but its manifest "
                              f"says {manifest.stored_size}: the object is truncated or was replaced")
     check_identity(where, manifest, decode_metadata(head.get("Metadata", {})), read_header(storage, key, manifest))
     return key, manifest
-
-
-def _override_hint(config: Config) -> str:
-    return ("; to restore another installation's backup on purpose (disaster recovery), set "
-            "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION (restore.sourceInstallation) to its name, "
-            f"or to {ANY_INSTALLATION!r} for backups that record none")
 
 
 _LEGACY_HEADER = re.compile(rb"^-- enclave-backup \S+: (\S+) database (.*)$", re.M)

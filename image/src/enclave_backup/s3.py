@@ -74,7 +74,7 @@ def _status(exc: ClientError):
 
 def is_precondition_failed(exc: Exception) -> bool:
     return isinstance(exc, ClientError) and (_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
-                                              or _status(exc) in (409, 412))
+                                              or _status(exc) == 412)
 
 
 def is_unsupported(exc: Exception) -> bool:

@@ -29,14 +29,24 @@ BASE = {"ENCLAVE_BACKUP_BUCKET": "backups"}
     ("ENCLAVE_BACKUP_BUCKET", "Bad Bucket!"),
     ("ENCLAVE_BACKUP_BUCKET", "ab"),
     ("ENCLAVE_BACKUP_INSTALLATION", "ns/\nrel"),
+    ("AWS_ENDPOINT_URL", "s3.example.com"),
+    ("AWS_ENDPOINT_URL", "https://s3.example.com:port"),
+    ("AWS_CA_BUNDLE", "/nonexistent/ca.pem"),
 ])
 def test_bad_settings_fail_up_front_naming_the_variable(name, value):
     with pytest.raises(ConfigError, match=name):
         config.load({**BASE, name: value})
 
 
+def test_a_missing_ca_certificate_fails_when_the_mode_needs_it():
+    with pytest.raises(ConfigError, match="PGSSLROOTCERT"):
+        config.load({**BASE, "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "/nonexistent/root.crt"})
+    config.load({**BASE, "PGSSLMODE": "verify-full", "PGSSLROOTCERT": "system"})  # libpq's system store
+
+
 def test_good_settings_pass():
     loaded = config.load({**BASE, "PGPORT": "5432", "PGSSLMODE": "verify-full", "ENCLAVE_BACKUP_RETRY_SECONDS": "0.5",
+                          "AWS_ENDPOINT_URL": "http://127.0.0.1:9000",
                           "ENCLAVE_BACKUP_INSTALLATION": "prod/data-shield"})
     assert loaded.retry_total_seconds == 0.5 and loaded.source_installation == "prod/data-shield"
     dr = config.load({**BASE, "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION": "old/release"})

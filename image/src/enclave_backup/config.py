@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -92,6 +93,26 @@ def _check_libpq(env: Mapping[str, str]) -> None:
     if mode and mode not in SSL_MODES:
         raise ConfigError(f"PGSSLMODE={mode[:40]!r} is not one of {', '.join(SSL_MODES)}")
     _int(env, "PGCONNECT_TIMEOUT", 0, 0, 3600)
+    root = env.get("PGSSLROOTCERT", "").strip()
+    if mode in ("verify-ca", "verify-full") and root and root != "system" and not os.path.isfile(root):
+        raise ConfigError(f"PGSSLROOTCERT={root[:200]!r} is not a file; PGSSLMODE={mode} needs the CA certificate")
+
+
+def _check_aws(env: Mapping[str, str]) -> None:
+    """Endpoint and CA bundle: boto3 would fail later, with a message that names neither."""
+    endpoint = env.get("AWS_ENDPOINT_URL", "").strip()
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"AWS_ENDPOINT_URL={endpoint[:200]!r} is not an http(s) URL "
+                              "(e.g. https://s3.eu-de.cloud-object-storage.appdomain.cloud)")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ConfigError(f"AWS_ENDPOINT_URL={endpoint[:200]!r} has an invalid port") from None
+    bundle = env.get("AWS_CA_BUNDLE", "").strip()
+    if bundle and not os.path.isfile(bundle):
+        raise ConfigError(f"AWS_CA_BUNDLE={bundle[:200]!r} is not a file")
 
 
 def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
@@ -128,6 +149,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         raise ConfigError(f"ENCLAVE_BACKUP_BUCKET={bucket[:70]!r} is not a valid bucket name (3-63 letters, "
                           "digits, dots or hyphens, starting and ending with a letter or digit)")
     _check_libpq(env)
+    _check_aws(env)
     prefix = _text(env, "ENCLAVE_BACKUP_PREFIX").strip("/")
     if len(prefix.encode()) > 512:
         raise ConfigError("ENCLAVE_BACKUP_PREFIX is longer than 512 bytes; S3 keys end at 1024")

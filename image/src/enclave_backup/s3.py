@@ -170,6 +170,12 @@ class Storage:
         with storage_errors("reading", self.bucket, key):
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
 
+    def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Write (or replace) a small object of this tool's own, such as a verification result."""
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        with storage_errors("writing", self.bucket, key):
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5)
+
     def put_new(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
         """Write `key` only if nothing is there (If-None-Match: *); never replace another run's object."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()

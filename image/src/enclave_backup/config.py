@@ -67,7 +67,7 @@ def _number(env: Mapping[str, str], name: str, default, minimum, maximum, kind):
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw[:40]!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not math.isfinite(value):  # nan and inf would make deadlines that never come
+    if kind is float and not math.isfinite(value):  # nan and inf would make deadlines that never come
         raise ConfigError(f"{name}={raw!r} is not a finite number")
     if not minimum <= value <= maximum:
         raise ConfigError(f"{name}={raw[:40]} must be between {minimum:g} and {maximum:g}")

@@ -131,3 +131,26 @@ def test_notes_say_what_the_restore_does_next():
     assert "malbork_pre_restore_<time>" in notes
     assert "kubectl -n apps logs -f job/r1-enclaveos-restore" in notes
     assert "helm upgrade r1 <chart> --reuse-values --set enclaveos-chart.restore.fromObject=" in notes
+
+
+def test_installation_identity_and_the_deliberate_foreign_restore(helm):
+    objs = restore_render(helm, "enclaveos-chart.Backup.CronSchedule=0 0 * * *")
+    backup_env = env_of(pod_spec(find(objs, "CronJob"))["containers"][0])
+    restore_env = env_of(pod_spec(find(objs, "Job", "r1-enclaveos-restore"))["containers"][0])
+    assert backup_env["ENCLAVE_BACKUP_INSTALLATION"]["value"] == restore_env["ENCLAVE_BACKUP_INSTALLATION"]["value"]
+    assert restore_env["ENCLAVE_BACKUP_INSTALLATION"]["value"].endswith("/r1")  # <namespace>/<release>
+    assert restore_env["ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION"]["value"] == ""  # never by accident
+    chosen = restore_render(helm, "enclaveos-chart.restore.sourceInstallation=old-ns/old-release",
+                            "enclaveos-chart.Backup.Installation=prod/shield")
+    env = env_of(pod_spec(find(chosen, "Job", "r1-enclaveos-restore"))["containers"][0])
+    assert env["ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION"]["value"] == "old-ns/old-release"
+    assert env["ENCLAVE_BACKUP_INSTALLATION"]["value"] == "prod/shield"
+    assert "Installation" in render_error(helm, *MANAGER_IMAGE, *DOC_FLAGS,
+                                          "enclaveos-chart.Backup.Installation=a\tb")
+
+
+def test_pods_get_the_grace_period_the_program_needs(helm):
+    objs = restore_render(helm, "enclaveos-chart.Backup.CronSchedule=0 0 * * *")
+    for obj in (find(objs, "CronJob"), find(objs, "Job", "r1-enclaveos-restore")):
+        # backup.STOP_DEADLINE_SECONDS (10) for the abort, plus pg_dump's end and the exit
+        assert pod_spec(obj)["terminationGracePeriodSeconds"] == 30

@@ -169,7 +169,7 @@ def test_unknown_database(moto, bucket, cli_env):
 @pytest.mark.parametrize("name, value, words", [
     ("ENCLAVE_BACKUP_BUCKET", "", "ENCLAVE_BACKUP_BUCKET is not set"),
     ("ENCLAVE_BACKUP_COMPRESSION", "brotli", "is not one of gzip, zstd, none"),
-    ("ENCLAVE_BACKUP_PART_SIZE_MIB", "1", "must be at least 5"),
+    ("ENCLAVE_BACKUP_PART_SIZE_MIB", "1", "must be between 5 and 512"),
     ("ENCLAVE_BACKUP_ENGINE", "mysql", "ENCLAVE_BACKUP_ENGINE"),
 ])
 def test_configuration_errors_exit_2(cli_env, name, value, words):

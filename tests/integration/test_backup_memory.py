@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 
 import psutil
 import pytest
 
-from tests.conftest import CliResult, spawn_cli
+from tests.conftest import CLI, CliResult
 from tests.support.procstats import tree_rss
 
 MiB = 1 << 20
@@ -17,8 +18,10 @@ MiB = 1 << 20
 PEAK_RSS_BOUND = 160 * MiB
 
 
-def run_measured(env: dict) -> tuple[CliResult, int]:
-    popen = spawn_cli(env, "backup")
+def run_measured(env: dict, *args: str, prefix: tuple[str, ...] = ()) -> tuple[CliResult, int]:
+    """The command's result and the peak RSS of its whole process tree (pg_dump included)."""
+    popen = subprocess.Popen([*prefix, CLI, *(args or ("backup",))], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     proc = psutil.Process(popen.pid)
     peak = 0
     out: list[str] = []
@@ -43,3 +46,52 @@ def test_peak_rss_is_bounded(bulk_env, compression):
     assert summary["sql_bytes"] > 20 * 5 * MiB  # the dump is many times the part size
     print(f"{compression}: peak RSS {peak / MiB:.0f} MiB for {summary['sql_bytes'] / MiB:.0f} MiB of SQL")
     assert peak < PEAK_RSS_BOUND, f"peak RSS {peak / MiB:.0f} MiB"
+
+
+CHART_LIMIT = 512 * MiB  # Backup.Resources.limits.memory
+HUGE_ROW = 92 * MiB  # one bytea value: pg_dump alone holds about 4x it (hex text, libpq buffers)
+
+
+def _restore_measured(env: dict) -> tuple[CliResult, int]:
+    result, peak = run_measured(env, "restore", "--object", "latest")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result, peak
+
+
+def test_a_huge_row_backs_up_and_restores_inside_the_chart_limit(pg, cli_env, dbname):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE blob (id int PRIMARY KEY, b bytea)")
+        conn.execute("INSERT INTO blob SELECT 1, decode(repeat(md5('x'), %s), 'hex')", (HUGE_ROW // 16,))
+        digest = conn.execute("SELECT md5(b) FROM blob").fetchone()
+    backup, backup_peak = run_measured(cli_env)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    with pg.connect(dbname) as conn:
+        conn.execute("DELETE FROM blob")
+    _restored, restore_peak = _restore_measured(cli_env)
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT md5(b) FROM blob").fetchone() == digest
+    print(f"92 MiB bytea row: backup peak {backup_peak / MiB:.0f} MiB, restore peak {restore_peak / MiB:.0f} MiB")
+    assert backup_peak < CHART_LIMIT and restore_peak < CHART_LIMIT
+
+
+def test_very_repetitive_text_restores_in_bounded_memory(pg, cli_env, dbname):
+    """200 MB of one letter compress about 10,000:1; restore must not inflate it in one piece."""
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v text)")
+        conn.execute("INSERT INTO t SELECT repeat('a', 1000000) FROM generate_series(1, 200)")
+    env = {**cli_env, "ENCLAVE_BACKUP_COMPRESSION": "zstd"}
+    backup, backup_peak = run_measured(env)
+    assert backup.returncode == 0, backup.stdout + backup.stderr
+    summary = backup.event("backup complete")
+    assert summary["sql_bytes"] > 1000 * summary["stored_bytes"]
+    _restored, restore_peak = _restore_measured(env)
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*), sum(length(v)) FROM t").fetchone() == (200, 200_000_000)
+    print(f"repetitive text, zstd: backup peak {backup_peak / MiB:.0f} MiB, restore peak {restore_peak / MiB:.0f} MiB")
+    assert backup_peak < PEAK_RSS_BOUND and restore_peak < PEAK_RSS_BOUND
+
+
+def test_compression_threads_follow_the_cpus_the_process_may_use(cli_env):
+    result, _peak = run_measured({**cli_env, "ENCLAVE_BACKUP_COMPRESSION": "zstd"}, prefix=("taskset", "-c", "0"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("backup started")["compression_threads"] == 1

@@ -13,6 +13,7 @@ import time
 
 import pytest
 
+from enclave_backup.manifest import encode_metadata, header_line
 from tests.conftest import run_cli, spawn_cli
 from tests.integration.corpus import add_bulk, build_corpus, fingerprint, schema_dump
 from tests.support.pgserver import pg_bin
@@ -40,8 +41,8 @@ def _get(moto, bucket: str, key: str) -> bytes:
     return moto.client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
 
-def _put(moto, bucket: str, key: str, body: bytes) -> None:
-    moto.client().put_object(Bucket=bucket, Key=key, Body=body)
+def _put(moto, bucket: str, key: str, body: bytes, metadata: dict | None = None) -> None:
+    moto.client().put_object(Bucket=bucket, Key=key, Body=body, Metadata=metadata or {})
 
 
 def _no_secrets(result, pg, moto) -> None:
@@ -85,14 +86,23 @@ def test_round_trip_restores_rows_and_schema_and_keeps_the_previous_database(pg,
 
 def _upload_script(moto, bucket: str, dbname: str, script: bytes, compressed: bool = True,
                    stored: bytes | None = None) -> str:
-    """A hand-made backup: `script` (gzip'ed) with its manifest; `stored` replaces the object's bytes."""
+    """A hand-made backup: `script` (gzip'ed) with its manifest; `stored` replaces the object's bytes.
+
+    It carries the identity our backups carry (header line, metadata, manifest), as this
+    installation ("default", the program's default) would have written it.
+    """
+    identity = {"database": dbname, "engine": "postgresql", "installation": "default", "run_id": "feedc0de" * 2}
+    script = header_line(identity) + script
+    if stored is not None and not compressed:
+        stored = header_line(identity) + stored
     good = gzip.compress(script) if compressed else script
     key = f"nightly/{dbname}-20250102T030405Z.sql" + (".gz" if compressed else "")
     manifest = {"key": key, "database": dbname, "engine": "postgresql", "server_version": "15",
                 "started_at": "2025-01-02T03:04:05Z", "finished_at": "2025-01-02T03:04:06Z",
                 "compression": "gzip" if compressed else "none", "stored_size": len(good), "sha256": hashlib.sha256(good).hexdigest(),
-                "uncompressed_size": len(script), "tables": {}, "format_version": 1}
-    _put(moto, bucket, key, good if stored is None else stored)
+                "uncompressed_size": len(script), "tables": {}, "format_version": 1,
+                "installation": identity["installation"], "run_id": identity["run_id"]}
+    _put(moto, bucket, key, good if stored is None else stored, encode_metadata(identity))
     _put(moto, bucket, key + ".manifest.json", json.dumps(manifest).encode())
     return key
 
@@ -127,7 +137,7 @@ def test_the_first_failing_statement_is_named_and_nothing_changes(pg, moto, buck
     result = run_cli(cli_env, "restore", "--object", key)
     assert result.returncode == 3, result.stdout + result.stderr
     error = result.event("restore failed")["error"]
-    assert "the statement at line 5 failed" in error and 'relation "nowhere" does not exist' in error
+    assert "the statement at line 6 failed" in error and 'relation "nowhere" does not exist' in error
     assert "it begins: INSERT INTO nowhere VALUES (2)" in error
     assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
 
@@ -143,7 +153,7 @@ def test_a_statement_broken_by_damage_is_reported_as_damage(pg, moto, bucket, db
     result = run_cli(cli_env, "restore", "--object", key)
     assert result.returncode == 5, result.stdout + result.stderr
     error = result.event("restore failed")["error"]
-    assert "does not match its manifest" in error and "the statement at line 5 failed" in error
+    assert "does not match its manifest" in error and "the statement at line 6 failed" in error
     assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
 
 
@@ -169,14 +179,19 @@ def test_latest_picks_the_newest_complete_backup(pg, moto, bucket, dbname, cli_e
     assert _fp(pg, dbname) == at_second
 
 
+def _metadata(moto, bucket, key) -> dict:
+    return moto.client().head_object(Bucket=bucket, Key=key)["Metadata"]
+
+
 def _corrupt_flip(moto, bucket, key):
+    """Damage at rest: the bytes change, the object's metadata stays."""
     data = bytearray(_get(moto, bucket, key))
     data[len(data) // 2] ^= 0x20
-    _put(moto, bucket, key, bytes(data))
+    _put(moto, bucket, key, bytes(data), _metadata(moto, bucket, key))
 
 
 def _corrupt_truncate(moto, bucket, key):
-    _put(moto, bucket, key, _get(moto, bucket, key)[: -100])
+    _put(moto, bucket, key, _get(moto, bucket, key)[: -100], _metadata(moto, bucket, key))
 
 
 def _corrupt_no_manifest(moto, bucket, key):

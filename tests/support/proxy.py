@@ -1,4 +1,4 @@
-"""A loopback TCP proxy whose link can be cut and restored: a network outage on demand."""
+"""A loopback TCP proxy whose link can be cut, stalled and restored: a network outage on demand."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ class Proxy:
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
         self._listener: socket.socket | None = None
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.bytes_forwarded = 0
 
     def start(self) -> "Proxy":
@@ -45,6 +47,7 @@ class Proxy:
     def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
         try:
             while data := src.recv(65536):
+                self._flowing.wait()  # stalled: connections stay open, nothing moves
                 dst.sendall(data)
                 self.bytes_forwarded += len(data)
         except OSError:
@@ -72,6 +75,13 @@ class Proxy:
 
     def restore(self) -> None:
         self.start()
+
+    def stall(self) -> None:
+        """Keep every connection open but forward nothing (a hung store, not a refused one)."""
+        self._flowing.clear()
+
+    def resume(self) -> None:
+        self._flowing.set()
 
     @property
     def endpoint(self) -> str:

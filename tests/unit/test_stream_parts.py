@@ -18,7 +18,7 @@ TiB = 1 << 40
 
 
 def test_default_part_size_holds_a_tebibyte_in_ten_thousand_parts():
-    base = config.load({"ENCLAVE_BACKUP_BUCKET": "b"}).part_size
+    base = config.load({"ENCLAVE_BACKUP_BUCKET": "bkt"}).part_size
     assert s3.capacity(base) >= TiB
     assert s3.part_size(base, 1) == base == 20 * MiB
     assert s3.part_size(base, 1000) == base and s3.part_size(base, 1001) == 2 * base
@@ -33,18 +33,30 @@ def test_object_key_layout():
     assert manifest.parse_key(key, "a/b/") == ("malbork", started)
     assert manifest.parse_key(key, "a/") is None  # deeper prefixes are not ours
     assert manifest.parse_key("a/b/malbork-2026.sql.gz", "a/b/") is None
+    with_run = manifest.object_key("", "malbork", started, "gzip", "0123456789abcdef")
+    assert with_run == "malbork-20260102T030405Z-0123456789abcdef.sql.gz"
+    assert manifest.parse_key(with_run, "") == ("malbork", started)
+    assert manifest.parse_key(with_run + ".verify.json", "") is None  # verification results are no backups
+
+
+@pytest.mark.parametrize("name", ["a/b", "ünïcødé", "100%", "sp ace", "x-20260102T030405Z.sql.gz"])
+def test_odd_database_names_round_trip_through_keys(name):
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    key = manifest.object_key("p/", name, started, "gzip", "00ff00ff00ff00ff")
+    assert key.isascii() and "/" not in key[len("p/"):]
+    assert manifest.parse_key(key, "p/") == (name, started)
 
 
 def test_prefix_is_normalised():
-    assert config.load({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_PREFIX": "/x/y/"}).key_prefix == "x/y/"
-    assert config.load({"ENCLAVE_BACKUP_BUCKET": "b"}).key_prefix == ""
+    assert config.load({"ENCLAVE_BACKUP_BUCKET": "bkt", "ENCLAVE_BACKUP_PREFIX": "/x/y/"}).key_prefix == "x/y/"
+    assert config.load({"ENCLAVE_BACKUP_BUCKET": "bkt"}).key_prefix == ""
 
 
 @pytest.mark.parametrize("env, words", [
     ({}, "ENCLAVE_BACKUP_BUCKET is not set"),
-    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_COMPRESSION_LEVEL": "12"}, "above 9"),
-    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY": "x"}, "not an integer"),
-    ({"ENCLAVE_BACKUP_BUCKET": "b", "ENCLAVE_BACKUP_RESTORE_FORCE": "maybe"}, "not a boolean"),
+    ({"ENCLAVE_BACKUP_BUCKET": "bkt", "ENCLAVE_BACKUP_COMPRESSION_LEVEL": "12"}, "above 9"),
+    ({"ENCLAVE_BACKUP_BUCKET": "bkt", "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY": "x"}, "not an integer"),
+    ({"ENCLAVE_BACKUP_BUCKET": "bkt", "ENCLAVE_BACKUP_RESTORE_FORCE": "maybe"}, "not a boolean"),
 ])
 def test_config_errors_name_the_variable(env, words):
     with pytest.raises(ConfigError, match=words):
@@ -66,9 +78,7 @@ SAMPLE = b"".join(b"%d\tline with some text \\N and more\n" % i for i in range(2
 @pytest.mark.parametrize("kind", ["gzip", "zstd", "none"])
 def test_compression_round_trip_through_our_decompressor(kind):
     stored = _compress(kind, SAMPLE)
-    dec = compress.decompressor(kind)
-    out = b"".join(dec.decompress(stored[i:i + 7777]) for i in range(0, len(stored), 7777))
-    dec.finish()
+    out = b"".join(compress.decompressed(kind, (stored[i:i + 7777] for i in range(0, len(stored), 7777))))
     assert out == SAMPLE
 
 
@@ -78,16 +88,12 @@ def test_every_gzip_level_is_one_file_for_standard_tools_and_for_us(level):
     stored = _compress("gzip", SAMPLE, level)
     assert gzip.decompress(stored) == SAMPLE
     assert subprocess.run(["gzip", "-dc"], input=stored, capture_output=True, check=True).stdout == SAMPLE
-    dec = compress.decompressor("gzip")
-    assert dec.decompress(stored) == SAMPLE
-    dec.finish()
+    assert b"".join(compress.decompressed("gzip", [stored])) == SAMPLE
 
 
 def test_a_file_from_gzip_itself_reads_back():
     stored = subprocess.run(["gzip", "-6", "-c"], input=SAMPLE, capture_output=True, check=True).stdout
-    dec = compress.decompressor("gzip")
-    assert dec.decompress(stored) == SAMPLE
-    dec.finish()
+    assert b"".join(compress.decompressed("gzip", [stored])) == SAMPLE
 
 
 def test_parallel_gzip_is_one_file_for_standard_tools():
@@ -103,12 +109,14 @@ def test_zstd_is_readable_by_the_reference_library():
 
 
 @pytest.mark.parametrize("kind", ["gzip", "zstd"])
-def test_truncated_stream_is_an_integrity_error(kind):
+def test_truncated_stream_is_an_integrity_error_or_ends_short(kind):
     stored = _compress(kind, SAMPLE)
-    dec = compress.decompressor(kind)
-    with pytest.raises(IntegrityError, match="truncated|corrupt"):
-        dec.decompress(stored[: len(stored) // 2])
-        dec.finish()
+    cut = [stored[: len(stored) // 2]]
+    if kind == "gzip":
+        with pytest.raises(IntegrityError, match="truncated"):
+            b"".join(compress.decompressed(kind, cut))
+    else:  # zstandard's reader ends quietly: the manifest's size and sha256 catch it (test_restore)
+        assert len(b"".join(compress.decompressed(kind, cut))) < len(SAMPLE)
 
 
 def test_manifest_round_trip_and_rejections():
@@ -125,10 +133,18 @@ def test_manifest_round_trip_and_rejections():
         manifest.Manifest.from_json(b"{", m.key)
 
 
-def test_scrub_removes_secret_values(monkeypatch):
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3cr3t-value")
-    monkeypatch.setenv("PGPASSWORD", "pw-123")
-    assert log.scrub("auth with s3cr3t-value and pw-123 failed") == "auth with [redacted] and [redacted] failed"
+def test_scrub_removes_generated_keys_and_assigned_secrets(monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    assert log.scrub("signed with wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY") == "signed with [redacted]"
+    assert log.scrub("connect: host=db password=hunter2 user=x") == "connect: host=db password=[redacted] user=x"
+    assert log.scrub("postgresql://app:hunter2@db:5432/x") == "postgresql://app:[redacted]@db:5432/x"
+
+
+@pytest.mark.parametrize("password", ["postgres", "malbork", "a", "1", "gzip", "backup"])
+def test_scrub_never_mangles_text_that_equals_a_short_password(monkeypatch, password):
+    monkeypatch.setenv("PGPASSWORD", password)
+    text = 'backup of malbork (postgresql) to nightly/malbork-20260102T030405Z-00ff.sql.gz with gzip 1'
+    assert log.scrub(text) == text
 
 
 def test_progress_emits_at_the_interval():

@@ -5,13 +5,15 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import secrets
 from datetime import datetime, timedelta, timezone
 
 from . import __version__, db, log
-from .compress import compressor
+from .compress import compressor, worker_count
 from .config import Config
-from .errors import StorageError
-from .manifest import CONTENT_TYPES, Manifest, manifest_key, object_key
+from .errors import StorageError, Terminated
+from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
+                       key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
 from .s3 import Storage, utcnow
 from .stats import DumpStats
@@ -28,6 +30,9 @@ def dumper_for(engine: str, config: Config):
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
+# After SIGTERM: the most the upload's abort may take. The chart's terminationGracePeriodSeconds
+# (30) leaves room for it, pg_dump's end and the exit.
+STOP_DEADLINE_SECONDS = 10.0
 
 
 def keep_large_buffers_mapped() -> None:
@@ -46,18 +51,23 @@ def keep_large_buffers_mapped() -> None:
 
 
 def abort_stale_uploads(storage: Storage, config: Config) -> None:
-    """Remove parts left by a run that was killed outright (SIGKILL, OOM, node loss)."""
+    """Remove parts left by a run of this installation that was killed outright (SIGKILL, OOM, node loss).
+
+    Another installation sharing the bucket may run longer backups: its uploads (run ids
+    of another tag) are never touched. Keys from before run ids count as this installation's.
+    """
     logger = log.get()
     cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
-    for upload in storage.pending_uploads(f"{config.key_prefix}{config.database}-"):
-        if upload["Initiated"] < cutoff:
+    tag = installation_tag(config.installation)
+    for upload in storage.pending_uploads(f"{config.key_prefix}{key_name(config.database)}-"):
+        run = run_id_of(upload["Key"])
+        parsed = parse_key(upload["Key"], config.key_prefix)
+        # Both clocks must call it old: some stores report a fixed initiation time.
+        started = parsed[1] if parsed else upload["Initiated"]
+        if max(upload["Initiated"], started) < cutoff and (not run or run.startswith(tag)):
             storage.abort(upload["Key"], upload["UploadId"])
             logger.warning("aborted a stale multipart upload", key=upload["Key"],
                            initiated=upload["Initiated"].isoformat())
-
-
-def ascii_name(name: str) -> str:
-    return name.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n")
 
 
 def _iso(moment: datetime) -> str:
@@ -77,11 +87,14 @@ def run_backup(config: Config) -> Manifest:
             engine, version = db.detect_engine(conn, config.engine)
             conn.rollback()
         started = utcnow()
-        key = object_key(config.key_prefix, config.database, started, config.compression)
-        upload = storage.start_upload(key, CONTENT_TYPES[config.compression],
-                                      {"database": config.database, "engine": engine})
+        run_id = installation_tag(config.installation) + secrets.token_hex(4)
+        key = object_key(config.key_prefix, config.database, started, config.compression, run_id)
+        identity = {"database": config.database, "engine": engine, "installation": config.installation,
+                    "run_id": run_id}
+        upload = storage.start_upload(key, CONTENT_TYPES[config.compression], encode_metadata(identity))
         logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
-                    server_version=version, compression=config.compression)
+                    server_version=version, compression=config.compression, installation=config.installation,
+                    compression_threads=worker_count(config.compression_threads))
 
         stats = DumpStats()
         hasher = hashlib.sha256()
@@ -103,15 +116,15 @@ def run_backup(config: Config) -> Manifest:
         try:
             # ASCII only: the script declares its encoding later, and a header must not contradict it.
             header = (f"-- enclave-backup {__version__}: {engine} database {ascii_name(config.database)}\n"
-                      f"-- started {_iso(started)}; replay into an empty database\n\n").encode()
-            write(header)
+                      f"-- started {_iso(started)}; replay into an empty database\n").encode()
+            write(header + header_line(identity) + b"\n")
             with db.database_errors(config.database, "dumping the database"):
                 database_state = dumper_for(engine, config)(conn, config.database, write, stats)
             stage.close()
             upload.complete()
-        except BaseException:
+        except BaseException as exc:
             getattr(stage, "abandon", lambda: None)()
-            _abort(upload, key)
+            _abort(upload, key, STOP_DEADLINE_SECONDS if isinstance(exc, Terminated) else None)
             raise
 
     finished = utcnow()
@@ -120,11 +133,12 @@ def run_backup(config: Config) -> Manifest:
         started_at=_iso(started), finished_at=_iso(finished), compression=config.compression,
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
         tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
-        database_state=database_state)
+        database_state=database_state, installation=config.installation, run_id=run_id)
     try:
-        storage.put_bytes(manifest_key(key), manifest.to_json(), "application/json")
+        storage.put_new(manifest_key(key), manifest.to_json(), "application/json", encode_metadata(identity))
     except StorageError:
-        # Without its manifest the object is not a backup; do not leave it looking like one.
+        # Without its manifest the object is not a backup; do not leave it looking like one. The key
+        # carries this run's id and was written with If-None-Match, so the object is this run's own.
         try:
             storage.cleanup_storage().delete(key)
         except StorageError as exc:
@@ -140,10 +154,10 @@ def run_backup(config: Config) -> Manifest:
     return manifest
 
 
-def _abort(upload, key: str) -> None:
+def _abort(upload, key: str, deadline_seconds: float | None = None) -> None:
     logger = log.get()
     try:
-        upload.abort()
+        upload.abort(deadline_seconds)
         logger.info("multipart upload aborted: no object was written", key=key)
     except StorageError as exc:
         logger.error("could not abort the multipart upload; the next backup removes it once stale",

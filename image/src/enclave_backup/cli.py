@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from .errors import BackupError, Terminated
 
 
 def _on_sigterm(signum, _frame):
+    signal.signal(signum, signal.SIG_IGN)  # one stop is enough: a second must not break the clean-up
     raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
 
 
@@ -43,18 +45,26 @@ def cmd_list(config, args) -> int:
     backups = complete_backups(Storage(config), config.key_prefix, config.database)
     now = datetime.now(timezone.utc)
     if args.json:
-        print(json.dumps([{"key": b.key, "database": b.database, "started": b.started.isoformat(),
-                           "size": b.size, "age_seconds": int((now - b.started).total_seconds())}
+        print(json.dumps([{"key": b.key, "database": b.database, "installation": b.installation,
+                           "started": b.started.isoformat(), "size": b.size,
+                           "age_seconds": int((now - b.started).total_seconds()),
+                           "clock_skew_seconds": round(b.clock_skew_seconds), "clocks_disagree": b.clocks_disagree}
                           for b in backups], indent=2))
         return 0
     if not backups:
-        print(f"no complete backups of {config.database!r} in s3://{config.bucket}/{config.key_prefix}")
+        print(f"no complete backups of {config.database!r} by installation {config.installation!r} "
+              f"in s3://{config.bucket}/{config.key_prefix}")
         return 0
     rows = [(b.key, _human_size(b.size), _human_age(b.started, now)) for b in backups]
     width = max(len(r[0]) for r in rows)
     print(f"{'KEY':<{width}}  {'SIZE':>10}  AGE")
-    for key, size, age in rows:
-        print(f"{key:<{width}}  {size:>10}  {age}")
+    for (key, size, age), b in zip(rows, backups):
+        note = ""
+        if b.started > now:
+            note = "  (started in the future: the writer's clock is ahead)"
+        elif b.clocks_disagree:
+            note = f"  (clocks disagree: the store's clock was {-b.clock_skew_seconds:.0f}s behind the writer's)"
+        print(f"{key:<{width}}  {size:>10}  {age}{note}")
     return 0
 
 
@@ -98,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = config_mod.load()
         return args.run(config, args)
+    except Terminated as exc:
+        logger.error(f"{args.command} failed", error=str(exc), exit_code=exc.exit_code)
+        # Threads stuck in a stalled S3 request would hold the exit until their read timeout.
+        sys.stdout.flush()
+        os._exit(exc.exit_code)
     except BackupError as exc:
         logger.error(f"{args.command} failed", error=log.scrub(str(exc)), exit_code=exc.exit_code)
         return exc.exit_code

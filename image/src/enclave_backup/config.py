@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Mapping
+from urllib.parse import urlsplit
 
 from .errors import ConfigError
 
@@ -12,6 +15,10 @@ MiB = 1 << 20
 
 ENGINES = ("auto", "cockroachdb", "postgresql")
 COMPRESSIONS = ("gzip", "zstd", "none")
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+# S3's rules (3-63 characters, letters, digits, dots, hyphens; underscores for older stores).
+_BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
+DAY = 86400.0
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,13 @@ class Config:
     restore_terminate_clients: bool = False
     pg_dump: str = ""  # empty: the newest pg_dump installed
     lock_timeout_seconds: float = 600.0
+    installation: str = "default"  # who writes: the chart sets <namespace>/<release>
+    restore_source_installation: str = ""  # restore another installation's backups (disaster recovery)
+
+    @property
+    def source_installation(self) -> str:
+        """Whose backups a restore reads: this installation's unless the operator chose another."""
+        return self.restore_source_installation or self.installation
 
     @property
     def key_prefix(self) -> str:
@@ -45,25 +59,67 @@ class Config:
         return f"{self.prefix}/" if self.prefix else ""
 
 
-def _number(env: Mapping[str, str], name: str, default, minimum, kind):
+def _number(env: Mapping[str, str], name: str, default, minimum, maximum, kind):
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = kind(raw)
     except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if value < minimum:
-        raise ConfigError(f"{name}={value} must be at least {minimum}")
+        raise ConfigError(f"{name}={raw[:40]!r} is not {'an integer' if kind is int else 'a number'}") from None
+    if kind is float and not math.isfinite(value):  # nan and inf would make deadlines that never come
+        raise ConfigError(f"{name}={raw!r} is not a finite number")
+    if not minimum <= value <= maximum:
+        raise ConfigError(f"{name}={raw[:40]} must be between {minimum:g} and {maximum:g}")
     return value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, default, minimum, int)
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0, maximum: int = 1_000_000) -> int:
+    return _number(env, name, default, minimum, maximum, int)
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0, maximum: float = DAY) -> float:
+    return _number(env, name, default, minimum, maximum, float)
+
+
+def _check_libpq(env: Mapping[str, str]) -> None:
+    """libpq settings a retry cannot fix: fail at once rather than after a minute of retries."""
+    port = env.get("PGPORT", "").strip()
+    if port:
+        for part in port.split(","):  # libpq takes one port per host
+            if not part.strip().isdigit() or not 1 <= int(part) <= 65535:
+                raise ConfigError(f"PGPORT={port[:40]!r} is not a port number (1-65535)")
+    mode = env.get("PGSSLMODE", "").strip()
+    if mode and mode not in SSL_MODES:
+        raise ConfigError(f"PGSSLMODE={mode[:40]!r} is not one of {', '.join(SSL_MODES)}")
+    _int(env, "PGCONNECT_TIMEOUT", 0, 0, 3600)
+    root = env.get("PGSSLROOTCERT", "").strip()
+    if mode in ("verify-ca", "verify-full") and root and root != "system" and not os.path.isfile(root):
+        raise ConfigError(f"PGSSLROOTCERT={root[:200]!r} is not a file; PGSSLMODE={mode} needs the CA certificate")
+
+
+def _check_aws(env: Mapping[str, str]) -> None:
+    """Endpoint and CA bundle: boto3 would fail later, with a message that names neither."""
+    endpoint = env.get("AWS_ENDPOINT_URL", "").strip()
+    if endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"AWS_ENDPOINT_URL={endpoint[:200]!r} is not an http(s) URL "
+                              "(e.g. https://s3.eu-de.cloud-object-storage.appdomain.cloud)")
+        try:
+            parts.port  # noqa: B018 - raises on a port that is not a number
+        except ValueError:
+            raise ConfigError(f"AWS_ENDPOINT_URL={endpoint[:200]!r} has an invalid port") from None
+    bundle = env.get("AWS_CA_BUNDLE", "").strip()
+    if bundle and not os.path.isfile(bundle):
+        raise ConfigError(f"AWS_CA_BUNDLE={bundle[:200]!r} is not a file")
+
+
+def _text(env: Mapping[str, str], name: str, default: str = "") -> str:
+    value = env.get(name, "").strip()
+    if any(ord(c) < 32 for c in value):
+        raise ConfigError(f"{name} contains control characters")
+    return value or default
 
 
 def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
@@ -89,38 +145,46 @@ def load(env: Mapping[str, str] | None = None) -> Config:
     bucket = env.get("ENCLAVE_BACKUP_BUCKET", "").strip()
     if not bucket:
         raise ConfigError("ENCLAVE_BACKUP_BUCKET is not set: name the bucket that holds the backups")
+    if not _BUCKET_RE.match(bucket) or ".." in bucket:
+        raise ConfigError(f"ENCLAVE_BACKUP_BUCKET={bucket[:70]!r} is not a valid bucket name (3-63 letters, "
+                          "digits, dots or hyphens, starting and ending with a letter or digit)")
+    _check_libpq(env)
+    _check_aws(env)
+    prefix = _text(env, "ENCLAVE_BACKUP_PREFIX").strip("/")
+    if len(prefix.encode()) > 512:
+        raise ConfigError("ENCLAVE_BACKUP_PREFIX is longer than 512 bytes; S3 keys end at 1024")
     compression = _choice(env, "ENCLAVE_BACKUP_COMPRESSION", "gzip", COMPRESSIONS)
     level_raw = env.get("ENCLAVE_BACKUP_COMPRESSION_LEVEL", "").strip()
     level = None
     if level_raw:
-        level = _int(env, "ENCLAVE_BACKUP_COMPRESSION_LEVEL", 0, minimum=1)
+        level = _int(env, "ENCLAVE_BACKUP_COMPRESSION_LEVEL", 0, minimum=1, maximum=22)
         top = {"gzip": 9, "zstd": 22, "none": 0}[compression]
         if level > top:
             raise ConfigError(f"ENCLAVE_BACKUP_COMPRESSION_LEVEL={level} is above {top}, the maximum for {compression}")
-    part_size = _int(env, "ENCLAVE_BACKUP_PART_SIZE_MIB", 20, minimum=5) * MiB
-    if part_size > 512 * MiB:
-        raise ConfigError("ENCLAVE_BACKUP_PART_SIZE_MIB must be at most 512")
+    part_size = _int(env, "ENCLAVE_BACKUP_PART_SIZE_MIB", 20, minimum=5, maximum=512) * MiB
     return Config(
         bucket=bucket,
-        prefix=env.get("ENCLAVE_BACKUP_PREFIX", "").strip().strip("/"),
+        prefix=prefix,
         database=env.get("PGDATABASE", "").strip() or "malbork",
         engine=_choice(env, "ENCLAVE_BACKUP_ENGINE", "auto", ENGINES),
         compression=compression,
         compression_level=level,
-        compression_threads=_int(env, "ENCLAVE_BACKUP_COMPRESSION_THREADS", 0),
+        compression_threads=_int(env, "ENCLAVE_BACKUP_COMPRESSION_THREADS", 0, maximum=256),
         part_size=part_size,
-        upload_concurrency=_int(env, "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY", 2, minimum=1),
-        progress_interval=_float(env, "ENCLAVE_BACKUP_PROGRESS_SECONDS", 10.0, minimum=0.01),
-        s3_max_attempts=_int(env, "ENCLAVE_BACKUP_S3_MAX_ATTEMPTS", 5, minimum=1),
-        s3_connect_timeout=_float(env, "ENCLAVE_BACKUP_S3_CONNECT_TIMEOUT", 10.0, minimum=0.1),
-        s3_read_timeout=_float(env, "ENCLAVE_BACKUP_S3_READ_TIMEOUT", 60.0, minimum=0.1),
-        db_connect_timeout=_int(env, "ENCLAVE_BACKUP_DB_CONNECT_TIMEOUT", 10, minimum=1),
+        upload_concurrency=_int(env, "ENCLAVE_BACKUP_UPLOAD_CONCURRENCY", 2, minimum=1, maximum=64),
+        progress_interval=_float(env, "ENCLAVE_BACKUP_PROGRESS_SECONDS", 10.0, minimum=0.01, maximum=3600),
+        s3_max_attempts=_int(env, "ENCLAVE_BACKUP_S3_MAX_ATTEMPTS", 5, minimum=1, maximum=100),
+        s3_connect_timeout=_float(env, "ENCLAVE_BACKUP_S3_CONNECT_TIMEOUT", 10.0, minimum=0.1, maximum=3600),
+        s3_read_timeout=_float(env, "ENCLAVE_BACKUP_S3_READ_TIMEOUT", 60.0, minimum=0.1, maximum=3600),
+        db_connect_timeout=_int(env, "ENCLAVE_BACKUP_DB_CONNECT_TIMEOUT", 10, minimum=1, maximum=3600),
         retry_total_seconds=_float(env, "ENCLAVE_BACKUP_RETRY_SECONDS", 60.0),
-        stale_upload_seconds=_int(env, "ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS", 86400, minimum=1),
+        stale_upload_seconds=_int(env, "ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS", 86400, minimum=1, maximum=30 * 86400),
         restore_force=_bool(env, "ENCLAVE_BACKUP_RESTORE_FORCE", False),
-        restore_keep_previous=_int(env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS", 1),
+        restore_keep_previous=_int(env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS", 1, maximum=1000),
         restore_wait_for_clients_seconds=_float(env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS", 60.0),
         restore_terminate_clients=_bool(env, "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS", False),
-        pg_dump=env.get("ENCLAVE_BACKUP_PG_DUMP", "").strip(),
-        lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+        pg_dump=_text(env, "ENCLAVE_BACKUP_PG_DUMP"),
+        lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0, maximum=DAY),
+        installation=_text(env, "ENCLAVE_BACKUP_INSTALLATION", "default"),
+        restore_source_installation=_text(env, "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION"),
     )

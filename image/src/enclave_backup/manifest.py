@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from urllib.parse import quote, unquote
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -15,12 +17,36 @@ EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd", "none": "application/sql"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 
-_KEY_RE = re.compile(r"^(?P<db>.+)-(?P<ts>\d{8}T\d{6}Z)(?P<ext>\.sql(?:\.gz|\.zst)?)$")
+# The run id makes keys unique per run: two runs started in the same second never share one.
+_KEY_RE = re.compile(r"^(?P<db>[^/]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<run>[0-9a-f]{8,32}))?"
+                     r"(?P<ext>\.sql(?:\.gz|\.zst)?)$")
 
 
-def object_key(key_prefix: str, database: str, started: datetime, compression: str) -> str:
+def installation_tag(installation: str) -> str:
+    """8 hex digits of the installation's sha256: the first half of every run id it draws."""
+    return hashlib.sha256(installation.encode()).hexdigest()[:8]
+
+
+def run_id_of(key: str) -> str:
+    """The run id in a backup key, "" for keys made before run ids."""
+    match = _KEY_RE.match(key.rsplit("/", 1)[-1])
+    return (match["run"] or "") if match else ""
+
+
+def key_name(database: str) -> str:
+    """The database name as it appears in keys: '/', '%', spaces and non-ASCII percent-encoded."""
+    return quote(database, safe="")
+
+
+def object_key(key_prefix: str, database: str, started: datetime, compression: str, run_id: str = "") -> str:
     stamp = started.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
-    return f"{key_prefix}{database}-{stamp}{EXTENSIONS[compression]}"
+    run = f"-{run_id}" if run_id else ""
+    return f"{key_prefix}{key_name(database)}-{stamp}{run}{EXTENSIONS[compression]}"
+
+
+def ascii_name(name: str) -> str:
+    """A name for the script's human-readable header line, which must be ASCII (see backup.py)."""
+    return name.encode("ascii", "backslashreplace").decode("ascii").replace("\n", "\\n")
 
 
 def manifest_key(key: str) -> str:
@@ -32,10 +58,10 @@ def parse_key(key: str, key_prefix: str) -> tuple[str, datetime] | None:
     if not key.startswith(key_prefix):
         return None
     match = _KEY_RE.match(key[len(key_prefix):])
-    if not match or "/" in match["db"]:
+    if not match:
         return None
     started = datetime.strptime(match["ts"], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
-    return match["db"], started
+    return unquote(match["db"]), started
 
 
 @dataclass
@@ -54,6 +80,8 @@ class Manifest:
     tool_version: str = ""
     snapshot: str = ""
     database_state: dict | None = None  # PostgreSQL: privileges, settings, comment... (see dbstate)
+    installation: str = ""  # ENCLAVE_BACKUP_INSTALLATION of the run that wrote it; "" before it was recorded
+    run_id: str = ""  # also in the object's header and metadata: the pair is one run's
     format_version: int = FORMAT_VERSION
 
     def to_json(self) -> bytes:
@@ -80,3 +108,37 @@ class Manifest:
         if manifest.compression not in EXTENSIONS:
             raise IntegrityError(f"the manifest of {key} names an unknown compression {manifest.compression!r}")
         return manifest
+
+    def identity(self) -> dict[str, str]:
+        """What the object's header and metadata must repeat for the pair to be one run's."""
+        return {"database": self.database, "engine": self.engine, "installation": self.installation,
+                "run_id": self.run_id}
+
+
+HEADER_TAG = b"-- enclave-backup-identity: "
+
+
+def header_line(identity: dict[str, str]) -> bytes:
+    """One ASCII comment line (JSON escapes any name), ignored by psql and cockroach sql."""
+    return HEADER_TAG + json.dumps(identity, sort_keys=True, ensure_ascii=True).encode() + b"\n"
+
+
+def parse_header(text: bytes) -> dict | None:
+    """The identity in the script's first lines, or None if it has none."""
+    for line in text.split(b"\n")[:8]:
+        if line.startswith(HEADER_TAG):
+            try:
+                found = json.loads(line[len(HEADER_TAG):])
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
+
+
+def encode_metadata(identity: dict[str, str]) -> dict[str, str]:
+    """S3 user metadata must be ASCII: names are percent-encoded (`run_id` -> `run-id`)."""
+    return {k.replace("_", "-"): quote(v, safe="") for k, v in identity.items()}
+
+
+def decode_metadata(metadata: dict[str, str]) -> dict[str, str]:
+    return {k.replace("-", "_"): unquote(v) for k, v in metadata.items()}

@@ -7,6 +7,7 @@ applied and the object matched its manifest; see the design's invariants 3-5.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -15,11 +16,11 @@ import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
 from . import db, log
-from .catalog import complete_backups, read_manifest
-from .compress import decompressor
+from .catalog import ANY_INSTALLATION, complete_backups, read_manifest
+from .compress import decompressed
 from .config import Config
-from .errors import ConfigError, DatabaseError, IntegrityError, StorageError
-from .manifest import Manifest, manifest_key
+from .errors import DatabaseError, IntegrityError, StorageError
+from .manifest import Manifest, ascii_name, decode_metadata, manifest_key, parse_header
 from .progress import Progress
 from .s3 import Storage, describe_error, utcnow
 from .sqlscript import CopyBlock, Statement, split
@@ -28,20 +29,42 @@ from .swap_views import is_view_statement, swap_keeping_views
 
 READ_CHUNK = 256 * 1024
 STAMP = "%Y%m%d%H%M%S"
+STAMP_DIGITS = 14
 MAX_NAME_BYTES = 63  # PostgreSQL's identifier limit; longer names would be cut silently
 SWAP_RETRY_SECONDS = 10.0  # after terminating clients: time for their sessions to end
+HEADER_BYTES = 64 * 1024  # the object's first bytes, read to check its header before any work
+OVERRIDE_HINT = ("; to restore another installation's backup on purpose (disaster recovery), set "
+                 "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION (restore.sourceInstallation) to its name, "
+                 f"or to {ANY_INSTALLATION!r} for backups that record none")
+
+
+def _stem(database: str, kind: str) -> str:
+    """The part of a derived name before `_<kind>_<stamp>`: the database's name if the whole fits
+    63 bytes, else its first bytes (whole characters) and 8 hex digits of its sha256, so two long
+    names sharing a beginning never derive the same name."""
+    room = MAX_NAME_BYTES - len(f"_{kind}_") - STAMP_DIGITS
+    raw = database.encode()
+    if len(raw) <= room:
+        return database
+    digest = hashlib.sha256(raw).hexdigest()[:8]
+    cut = raw[:room - 9].decode("utf-8", errors="ignore")  # drops a character cut in two
+    return f"{cut}_{digest}"
+
+
+def derived_name(database: str, kind: str, stamp: str) -> str:
+    return f"{_stem(database, kind)}_{kind}_{stamp}"
 
 
 def scratch_name(database: str, stamp: str) -> str:
-    return f"{database}_restoring_{stamp}"
+    return derived_name(database, "restoring", stamp)
 
 
 def previous_name(database: str, stamp: str) -> str:
-    return f"{database}_pre_restore_{stamp}"
+    return derived_name(database, "pre_restore", stamp)
 
 
 def _pattern(database: str, kind: str) -> re.Pattern:
-    return re.compile(rf"^{re.escape(database)}_{kind}_\d{{14}}$")
+    return re.compile(rf"^{re.escape(_stem(database, kind))}_{kind}_\d{{{STAMP_DIGITS}}}$")
 
 
 @dataclass
@@ -66,9 +89,6 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
     logger = log.get()
     started = time.monotonic()
     force = config.restore_force if force is None else force
-    if len(previous_name(config.database, "0" * 14).encode()) > MAX_NAME_BYTES:
-        raise ConfigError(f"database name {config.database!r} is too long to restore safely: the kept copy's name "
-                          f"{previous_name(config.database, STAMP)!r} must fit in {MAX_NAME_BYTES} bytes")
     storage = Storage(config)
     key, manifest = resolve(storage, config, object_key)
     logger.info("restore started", key=key, database=config.database, engine=manifest.engine,
@@ -123,7 +143,7 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
     kept = previous if live_exists and previous not in dropped else None
     rollback = []
     if kept:
-        rollback = [sql.rename_sql(live, f"{live}_restored_{stamp}") + ";",
+        rollback = [sql.rename_sql(live, derived_name(live, "restored", stamp)) + ";",
                     sql.rename_sql(kept, live) + ";"]
         if getattr(sql, "defers_views", False):
             rollback.insert(0, "(CockroachDB renames no database that views depend on: first drop the views of "
@@ -144,11 +164,13 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
 
 def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Manifest]:
     """The object's key and its checked manifest; fails before any database work."""
+    source = config.source_installation
     if object_key == "latest":
-        backups = complete_backups(storage, config.key_prefix, config.database)
+        backups = complete_backups(storage, config.key_prefix, config.database, installation=source)
         if not backups:
-            raise StorageError(f"no complete backup of {config.database!r} in "
-                               f"s3://{config.bucket}/{config.key_prefix} (an object counts only with its manifest)")
+            raise StorageError(f"no complete backup of {config.database!r} by installation {source!r} in "
+                               f"s3://{config.bucket}/{config.key_prefix} (an object counts only with its manifest)"
+                               + OVERRIDE_HINT)
         key = backups[0].key
     else:
         key = object_key.lstrip("/")
@@ -163,13 +185,55 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
         raise IntegrityError(f"s3://{config.bucket}/{key} has no manifest ({manifest_key(key)}): "
                              "it is not a complete backup")
     manifest = read_manifest(storage, key)
+    where = f"s3://{config.bucket}/{key}"
     if manifest.database != config.database:
-        raise IntegrityError(f"s3://{config.bucket}/{key} is a backup of database {manifest.database!r}, "
-                             f"not of {config.database!r}")
+        raise IntegrityError(f"{where} is a backup of database {manifest.database!r}, not of {config.database!r}; "
+                             "nothing was changed")
+    if source != ANY_INSTALLATION and manifest.installation != source:
+        raise IntegrityError(f"{where} was written by installation {manifest.installation or '(not recorded)'!r}, "
+                             f"not by {source!r}; nothing was changed" + OVERRIDE_HINT)
     if head["ContentLength"] != manifest.stored_size:
-        raise IntegrityError(f"s3://{config.bucket}/{key} holds {head['ContentLength']} bytes but its manifest "
+        raise IntegrityError(f"{where} holds {head['ContentLength']} bytes but its manifest "
                              f"says {manifest.stored_size}: the object is truncated or was replaced")
+    check_identity(where, manifest, decode_metadata(head.get("Metadata", {})), read_header(storage, key, manifest))
     return key, manifest
+
+
+_LEGACY_HEADER = re.compile(rb"^-- enclave-backup \S+: (\S+) database (.*)$", re.M)
+
+
+def read_header(storage: Storage, key: str, manifest: Manifest) -> dict | None:
+    """The identity the script's own first lines declare (older backups: engine and database only)."""
+    raw = storage.read_range(key, min(HEADER_BYTES, manifest.stored_size))
+    text = b""
+    try:
+        for piece in decompressed(manifest.compression, [raw]):
+            text += piece
+            break  # the header is in the first lines; a partial stream ends without its tail
+    except IntegrityError:
+        pass  # the range cut the stream: what came out before is all the header needs
+    found = parse_header(text)
+    if found is None and (legacy := _LEGACY_HEADER.search(text[:4096])):
+        found = {"engine": legacy.group(1).decode(), "database": legacy.group(2).decode("ascii", "replace")}
+    return found
+
+
+def check_identity(where: str, manifest: Manifest, metadata: dict, header: dict | None) -> None:
+    """The manifest, the object's metadata and its header must name the same run, database and engine."""
+    expected = manifest.identity()
+    if header is None:
+        raise IntegrityError(f"{where} does not begin with an enclave-backup header: it is not a backup this tool "
+                             "made; nothing was changed")
+    if not manifest.run_id:  # written before run ids: only engine and database can be compared
+        expected = {"engine": manifest.engine, "database": ascii_name(manifest.database)}
+        header = {k: header.get(k) for k in expected}
+        metadata = {}
+    for name, got in (("header", header), ("metadata", metadata)):
+        differs = {k: got.get(k) for k in expected if got.get(k) != expected[k]}
+        if differs:
+            raise IntegrityError(f"{where}: its {name} disagrees with its manifest ({json.dumps(differs)} vs "
+                                 f"{json.dumps({k: expected[k] for k in differs})}): the object and the manifest "
+                                 "are not one run's; nothing was changed")
 
 
 def connect_maintenance(config: Config, manifest: Manifest):
@@ -269,14 +333,10 @@ class ObjectStream:
             raise StorageError(log.scrub(describe_error(exc, "reading", self.storage.bucket, self.key))) from None
 
     def sql_chunks(self):
-        engine = decompressor(self.manifest.compression)
-        for raw in self._read():
-            text = engine.decompress(raw)
-            if text:
-                self.loaded.uncompressed += len(text)
-                self.progress.add(len(text), self._snapshot)
-                yield text
-        engine.finish()
+        for text in decompressed(self.manifest.compression, self._read()):
+            self.loaded.uncompressed += len(text)
+            self.progress.add(len(text), self._snapshot)
+            yield text
         # Checked before the splitter sees the end, so a cut-off last statement never runs.
         self.verify()
 

@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -64,6 +64,24 @@ def describe_error(exc: Exception, action: str, bucket: str, key: str | None = N
     return f"{action} {where}: {type(exc).__name__}: {exc}"
 
 
+def _code(exc: ClientError) -> str:
+    return exc.response.get("Error", {}).get("Code", "")
+
+
+def _status(exc: ClientError):
+    return exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def is_precondition_failed(exc: Exception) -> bool:
+    return isinstance(exc, ClientError) and (_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict")
+                                              or _status(exc) == 412)
+
+
+def is_unsupported(exc: Exception) -> bool:
+    """The store does not know conditional writes (it answers 501 rather than ignoring the header)."""
+    return isinstance(exc, ClientError) and (_code(exc) == "NotImplemented" or _status(exc) == 501)
+
+
 def is_not_found(exc: ClientError) -> bool:
     err = exc.response.get("Error", {})
     return err.get("Code") in ("NoSuchKey", "404", "NotFound") or \
@@ -108,6 +126,13 @@ class Storage:
         """A second client with a longer retry budget, for aborts after an outage."""
         return Storage(self.config, max_attempts=max(10, self.config.s3_max_attempts * 2))
 
+    def quick_storage(self, seconds: float) -> "Storage":
+        """A client that gives up within about `seconds`: after SIGTERM the pod's grace period counts."""
+        budget = max(0.5, seconds / 2)
+        quick = replace(self.config, s3_connect_timeout=min(self.config.s3_connect_timeout, budget),
+                        s3_read_timeout=min(self.config.s3_read_timeout, budget))
+        return Storage(quick, max_attempts=1)
+
     def check_bucket(self) -> None:
         with storage_errors("checking", self.bucket):
             self.client.head_bucket(Bucket=self.bucket)
@@ -122,6 +147,13 @@ class Storage:
     def get_bytes(self, key: str) -> bytes:
         with storage_errors("reading", self.bucket, key):
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def read_range(self, key: str, length: int) -> bytes:
+        """The object's first `length` bytes (fewer if it is shorter)."""
+        if length <= 0:
+            return b""
+        with storage_errors("reading", self.bucket, key):
+            return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"].read()
 
     def head(self, key: str) -> dict | None:
         try:
@@ -139,10 +171,18 @@ class Storage:
             return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
+        """Write (or replace) a small object of this tool's own, such as a verification result."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         with storage_errors("writing", self.bucket, key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
-                                   ContentType=content_type, ContentMD5=md5)
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5)
+
+    def put_new(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
+        """Write `key` only if nothing is there (If-None-Match: *); never replace another run's object."""
+        md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
+        args = dict(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5,
+                    Metadata=metadata or {})
+        with storage_errors("writing", self.bucket, key):
+            conditional(lambda extra: self.client.put_object(**args, **extra), self.bucket, key)
 
     def delete(self, key: str) -> None:
         with storage_errors("deleting", self.bucket, key):
@@ -235,27 +275,49 @@ class MultipartUpload:
         if self._chunks or self._next_part == 1:
             self._submit()
         parts = [f.result() for f in self._futures]
-        with storage_errors("completing the upload of", self.storage.bucket, self.key):
-            self.storage.client.complete_multipart_upload(
-                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                MultipartUpload={"Parts": parts})
+        bucket, client = self.storage.bucket, self.storage.client
+        with storage_errors("completing the upload of", bucket, self.key):
+            conditional(lambda extra: client.complete_multipart_upload(
+                Bucket=bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}, **extra),
+                bucket, self.key)
         self._finished = True
         self._pool.shutdown(wait=True)
 
-    def abort(self) -> None:
-        """Drop every uploaded part. Safe to call twice; raises only if S3 stays unreachable."""
+    def abort(self, deadline_seconds: float | None = None) -> None:
+        """Drop every uploaded part. Safe to call twice; raises only if S3 stays unreachable.
+
+        With a deadline (after SIGTERM) parts in flight are not waited for and one short
+        attempt is made; what a stalled store keeps, the next backup removes once stale.
+        """
         if self._finished:
             return
         self._finished = True
         for future in self._futures:
             future.cancel()
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=deadline_seconds is None, cancel_futures=True)
         self._chunks, self._buffered = [], 0
+        if deadline_seconds is not None:
+            self.storage.quick_storage(deadline_seconds).abort(self.key, self.upload_id)
+            return
         cleanup = self.storage.cleanup_storage()
         cleanup.abort(self.key, self.upload_id)
         # S3 may still be storing a part that raced the abort: list and abort again.
         if any(u["UploadId"] == self.upload_id for u in cleanup.pending_uploads(self.key)):
             cleanup.abort(self.key, self.upload_id)
+
+
+def conditional(call, bucket: str, key: str):
+    """`call(extra)` with If-None-Match: * (a store without conditional writes gets the call without it:
+    keys carry a run id, so nothing else writes this key); an object already there is never replaced."""
+    try:
+        return call({"IfNoneMatch": "*"})
+    except ClientError as exc:
+        if is_precondition_failed(exc):
+            raise StorageError(f"s3://{bucket}/{key} already exists: another run wrote it, and it was left "
+                               "untouched; run the backup again") from None
+        if not is_unsupported(exc):
+            raise
+    return call({})
 
 
 def utcnow() -> datetime:

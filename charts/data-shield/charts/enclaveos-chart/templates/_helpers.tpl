@@ -155,6 +155,9 @@ cases; this also covers charts rendered with schema validation skipped.
   value: {{ .Values.Backup.Compression | quote }}
 - name: ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS
   value: {{ int .Values.Backup.LockTimeoutSeconds | toString | quote }}
+- name: ENCLAVE_BACKUP_INSTALLATION
+  # Recorded in every backup: list, latest and restore only see this installation's backups.
+  value: {{ .Values.Backup.Installation | default (printf "%s/%s" .Release.Namespace .Release.Name) | quote }}
 - name: ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS
   # No backup Job outlives its deadline: an older pending upload is an orphan of a killed pod.
   value: {{ int .Values.Backup.ActiveDeadlineSeconds | toString | quote }}
@@ -171,6 +174,8 @@ cases; this also covers charts rendered with schema validation skipped.
   value: {{ int $r.waitForClientsSeconds | toString | quote }}
 - name: ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS
   value: {{ $r.terminateClients | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION
+  value: {{ $r.sourceInstallation | quote }}
 - name: ENCLAVE_BACKUP_RETRY_SECONDS
   # On a fresh install the hook can start before the database accepts connections.
   value: "600"
@@ -200,6 +205,9 @@ capabilities:
 {{- define "enclaveos-chart.backupPodSpec" -}}
 {{- $ := .ctx -}}
 serviceAccountName: {{ include "enclaveos-chart.serviceAccountName" $ }}
+# After SIGTERM the program stops, aborts its upload within 10 s (even with the store stalled)
+# and exits; 30 s leaves room for pg_dump to end. Set, not inherited, because the program relies on it.
+terminationGracePeriodSeconds: 30
 automountServiceAccountToken: false
 restartPolicy: {{ .restartPolicy }}
 {{- with $.Values.imagePullSecrets }}

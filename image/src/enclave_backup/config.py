@@ -38,6 +38,13 @@ class Config:
     restore_terminate_clients: bool = False
     pg_dump: str = ""  # empty: the newest pg_dump installed
     lock_timeout_seconds: float = 600.0
+    keep_last: int = 0  # retention rules; 0 everywhere keeps every backup
+    keep_days: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    reader_marker_seconds: int = 86400  # a reader's marker older than this is left over from a killed run
+    pushgateway_url: str = ""  # empty: no metrics are pushed
 
     @property
     def key_prefix(self) -> str:
@@ -123,4 +130,11 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         restore_terminate_clients=_bool(env, "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS", False),
         pg_dump=env.get("ENCLAVE_BACKUP_PG_DUMP", "").strip(),
         lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0),
+        keep_last=_int(env, "ENCLAVE_BACKUP_KEEP_LAST", 0),
+        keep_days=_int(env, "ENCLAVE_BACKUP_KEEP_DAYS", 0),
+        keep_daily=_int(env, "ENCLAVE_BACKUP_KEEP_DAILY", 0),
+        keep_weekly=_int(env, "ENCLAVE_BACKUP_KEEP_WEEKLY", 0),
+        keep_monthly=_int(env, "ENCLAVE_BACKUP_KEEP_MONTHLY", 0),
+        reader_marker_seconds=_int(env, "ENCLAVE_BACKUP_READER_MARKER_SECONDS", 86400, minimum=1),
+        pushgateway_url=env.get("ENCLAVE_BACKUP_PUSHGATEWAY_URL", "").strip(),
     )

@@ -52,6 +52,11 @@ def test_backup_and_verify_push_their_figures_and_a_failure_keeps_the_last_succe
     got = _of(gateway.samples(), dbname, "verify")
     assert got["enclave_backup_last_exit_code"] == 0 and got["enclave_backup_last_rows"] == 1500
 
+    second = run_cli({**env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "backup", "--prune")
+    assert second.returncode == 0, second.stdout + second.stderr
+    got = _of(gateway.samples(), dbname, "prune")
+    assert got["enclave_backup_last_exit_code"] == 0 and got["enclave_backup_last_deleted"] == 1
+
 
 def test_an_unreachable_pushgateway_never_fails_the_backup(dbname, cli_env):
     env = {**cli_env, "ENCLAVE_BACKUP_PUSHGATEWAY_URL": f"http://127.0.0.1:{free_port()}"}

@@ -55,7 +55,7 @@ def cmd_backup(config, args) -> int:
     if args.prune:
         from .prune import run_prune
         try:
-            run_prune(config)
+            _measured(config, "prune", lambda: run_prune(config), lambda s: {"deleted": len(s.deleted)})
         except BackupError as exc:
             # The backup is stored; failing the Job now would only make the CronJob run it again.
             log.get().error("prune after the backup failed; the backup itself succeeded and the next run "
@@ -65,7 +65,10 @@ def cmd_backup(config, args) -> int:
 
 def cmd_prune(config, args) -> int:
     from .prune import run_prune
-    run_prune(config, dry_run=args.dry_run)
+    if args.dry_run:
+        run_prune(config, dry_run=True)
+    else:
+        _measured(config, "prune", lambda: run_prune(config), lambda s: {"deleted": len(s.deleted)})
     return 0
 
 

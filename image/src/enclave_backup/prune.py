@@ -36,8 +36,9 @@ def run_prune(config: Config, dry_run: bool = False, storage: Storage | None = N
         return summary
     backups = complete_backups(storage, config.key_prefix, config.database)
     now = utcnow()
-    protected = {b.key: "being read by a restore or verify" for b in backups
-                 if readers.live(readers.markers(storage, b.key), config.reader_marker_seconds, now)}
+    marked = readers.all_markers(storage, config.key_prefix, config.database)
+    protected = {key: "being read by a restore or verify" for key, found in marked.items()
+                 if readers.live(found, config.reader_marker_seconds, now)}
     for decision in decide(backups, rules, now, protected):
         if decision.keep:
             summary.kept.append(decision)

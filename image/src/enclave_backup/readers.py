@@ -44,6 +44,15 @@ def markers(storage: Storage, key: str) -> list[StoredObject]:
     return [o for o in storage.list(marker_prefix(key)) if o.key.endswith(".json")]
 
 
+def all_markers(storage: Storage, key_prefix: str, database: str) -> dict[str, list[StoredObject]]:
+    """Markers of every backup of `database` under `key_prefix`, by backup key, in one listing."""
+    found: dict[str, list[StoredObject]] = {}
+    for o in storage.list(f"{key_prefix}{database}-"):
+        if MARKER_INFIX in o.key and o.key.endswith(".json"):
+            found.setdefault(o.key.rsplit(MARKER_INFIX, 1)[0], []).append(o)
+    return found
+
+
 def live(found: list[StoredObject], max_age_seconds: int, now: datetime | None = None) -> list[StoredObject]:
     cutoff = (now or utcnow()) - timedelta(seconds=max_age_seconds)
     return [o for o in found if o.last_modified > cutoff]

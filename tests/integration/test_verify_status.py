@@ -94,10 +94,17 @@ def _miscount(moto, bucket, key):
     s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
 
 
+def _truncate(moto, bucket, key):
+    s3 = moto.client()
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.put_object(Bucket=bucket, Key=key, Body=body[: len(body) - 100])
+
+
 @pytest.mark.parametrize("damage, says", [
     (_flip, r"gzip stream is corrupt|does not match its manifest"),
+    (_truncate, r"truncated"),
     (_miscount, r"row counts differ from the manifest in 1 table\(s\): public.bulk has 2000, manifest says 2001"),
-], ids=["byte-flipped", "row-count"])
+], ids=["byte-flipped", "truncated", "row-count"])
 def test_verify_fails_with_exit_5_on_a_damaged_backup_without_touching_the_live_database(
         pg, moto, bucket, dbname, cli_env, corpus_backup, damage, says):
     import re

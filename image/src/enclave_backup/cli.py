@@ -145,7 +145,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"enclave-backup {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     bk = sub.add_parser("backup", help="dump the database and upload it")
-    bk.add_argument("--prune", action="store_true", help="then apply the retention rules (only if the backup succeeded)")
+    bk.add_argument("--prune", action="store_true",
+                    help="then apply the retention rules (only if the backup succeeded)")
     bk.set_defaults(run=cmd_backup)
     ls = sub.add_parser("list", help="list complete backups, newest first")
     ls.add_argument("--json", action="store_true", help="machine-readable output")

@@ -8,6 +8,7 @@ last success. A Pushgateway that cannot be reached never fails the run: it is lo
 from __future__ import annotations
 
 import time
+from urllib.parse import urlsplit
 
 from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
 
@@ -38,9 +39,11 @@ def push(config: Config, command: str, exit_code: int, duration_s: float,
             gauge(f"last_{name}", f"{name.replace('_', ' ')} of the last successful run.", value)
     try:
         pushadd_to_gateway(config.pushgateway_url, job=JOB, registry=registry, timeout=TIMEOUT_SECONDS,
-                grouping_key={"command": command, "database": config.database})
+                           grouping_key={"command": command, "database": config.database})
     except Exception as exc:  # noqa: BLE001 - urllib raises many kinds; metrics must not fail a backup
-        log.get().warning("could not push metrics to the Pushgateway", url=log.scrub(config.pushgateway_url),
+        # Host only: a URL may carry user:password.
+        log.get().warning("could not push metrics to the Pushgateway",
+                          host=urlsplit(config.pushgateway_url).hostname,
                           error=log.scrub(f"{type(exc).__name__}: {exc}"))
         return False
     return True

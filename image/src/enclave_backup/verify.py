@@ -12,8 +12,10 @@ import time
 from datetime import timedelta
 
 from . import __version__, db, log, verification
+from .catalog import complete_backups
 from .config import Config
 from .errors import BackupError, ConfigError, DatabaseError, IntegrityError, StorageError
+from .manifest import parse_key
 from .restore import MAX_NAME_BYTES, STAMP, connect_maintenance, load, resolve
 from .s3 import Storage, utcnow
 from .swap_views import is_view_statement
@@ -30,7 +32,20 @@ def run_verify(config: Config, object_key: str = "latest") -> verification.Recor
         raise ConfigError(f"database name {config.database!r} is too long: the verify scratch database's name "
                           f"{scratch_name(config.database, STAMP)!r} must fit in {MAX_NAME_BYTES} bytes")
     storage = Storage(config)
-    key, manifest = resolve(storage, config, object_key)
+    if object_key == "latest":
+        newest = complete_backups(storage, config.key_prefix, config.database)
+        object_key = newest[0].key if newest else object_key  # none: resolve says so
+    try:
+        key, manifest = resolve(storage, config, object_key)
+    except IntegrityError as exc:
+        # A truncated object or a manifest that does not fit it: a failed verification of
+        # this database's backup, recorded beside it (never beside another database's objects).
+        parsed = parse_key(object_key.lstrip("/"), config.key_prefix)
+        if parsed and parsed[0] == config.database and storage.head(object_key.lstrip("/")) is not None:
+            _record(storage, verification.Record(key=object_key.lstrip("/"), verified_at="", passed=False,
+                                                 exit_code=exc.exit_code, error=log.scrub(str(exc)),
+                                                 tool_version=__version__), started)
+        raise
     logger.info("verify started", key=key, database=config.database, engine=manifest.engine,
                 stored_size=manifest.stored_size, tables=len(manifest.tables))
     record = verification.Record(key=key, verified_at="", passed=False, sha256=manifest.sha256,

@@ -10,7 +10,6 @@ from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
-from botocore.config import Config
 
 from enclave_backup.retention import Rules, decide
 from tests.conftest import run_cli, spawn_cli
@@ -225,23 +224,19 @@ def test_prune_interrupted_half_way_leaves_no_complete_looking_object_without_da
 
 # -- readers ---------------------------------------------------------------------------------
 
-def _storage(env: dict):
+def _storage(env: dict, monkeypatch):
+    """The program's own Storage, in this process, with the environment a pod would have."""
     from enclave_backup import config
     from enclave_backup.s3 import Storage
-    saved = dict(os.environ)
-    os.environ.update(env)
-    try:
-        cfg = config.load(env)
-        return Storage(cfg)
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return Storage(config.load(env))
 
 
-def test_a_backup_with_a_live_reader_marker_is_kept_and_an_expired_one_is_not(moto, bucket, cli_env):
+def test_a_backup_with_a_live_reader_marker_is_kept_and_an_expired_one_is_not(moto, bucket, cli_env, monkeypatch):
     from enclave_backup import readers
     real, copies = _seed(moto, cli_env, [24, 48])
-    storage = _storage(cli_env)
+    storage = _storage(cli_env, monkeypatch)
     env = {**cli_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}
     with readers.hold(storage, copies[1]) as marker:
         assert marker in keys(moto.client(), bucket)

@@ -76,6 +76,8 @@ def test_off_by_default(helm):
 @pytest.mark.parametrize("release, namespace", [("r1", "apps"), ("prod", "enclave")])
 def test_every_expression_parses_and_selects_this_releases_cronjobs_and_jobs(helm, release, namespace):
     objs = rule_render(helm, ON, VERIFY, release=release, namespace=namespace)
+    rule = find(objs, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and set(rule["spec"]) == {"groups"}
     rules = rules_of(objs)
     assert set(rules) == {"EnclaveBackupMissing", "EnclaveBackupJobFailed", "EnclaveBackupVerifyFailed"}
     cronjobs = {o["metadata"]["labels"]["app.kubernetes.io/component"]: o["metadata"]["name"]
@@ -96,6 +98,8 @@ def test_every_expression_parses_and_selects_this_releases_cronjobs_and_jobs(hel
                 assert all(s["namespace"] == namespace for s in leaks), f"{name}: {selector}"
             else:
                 assert leaks == [], f"{name}: {selector} also selects {leaks}"
+        # The fields the Prometheus Operator's Rule type has (its CRD rejects any other).
+        assert set(rule) <= {"alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"}
         assert DURATION.match(rule["for"])
         assert rule["labels"] == {"severity": "warning"}
         assert {"summary", "description", "runbook"} <= set(rule["annotations"])

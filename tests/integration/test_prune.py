@@ -35,8 +35,8 @@ def _seed(moto, env: dict, ages_hours: list[float]) -> tuple[str, list[str]]:
 
 def _complete(moto, bucket: str) -> list[str]:
     """Backups `list` shows, newest first."""
-    return [k for k in sorted(keys(moto.client(), bucket)) if k.endswith(".sql.gz")
-            and k + ".manifest.json" in keys(moto.client(), bucket)][::-1]
+    stored = keys(moto.client(), bucket)
+    return [k for k in sorted(stored, reverse=True) if k.endswith(".sql.gz") and k + ".manifest.json" in stored]
 
 
 AGES = sorted([1 + 24 * d for d in range(0, 75, 6)] + [13 + 24 * d for d in range(4)])  # hours, newest first

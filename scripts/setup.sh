@@ -17,6 +17,8 @@ command -v ceph-mon >/dev/null || missing+=(ceph-mon)
 command -v ceph-osd >/dev/null || missing+=(ceph-osd)
 command -v radosgw-admin >/dev/null && command -v ceph >/dev/null || missing+=(ceph-common)
 command -v curl >/dev/null || missing+=(curl)
+# The real Pushgateway the metrics tests push to.
+command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2

@@ -217,9 +217,10 @@ class PodRunner:
         job = self._one(self._find("Job", is_hook), f"Job with hook {hook}")
         return self._from_job(job["metadata"]["name"], job["spec"], "Job")
 
-    def test_pod(self) -> Workload:
+    def test_pod(self, name: str | None = None) -> Workload:
         pod = self._one(self._find("Pod", lambda o: (o["metadata"].get("annotations") or {})
-                                   .get("helm.sh/hook") == "test"), "helm test Pod")
+                                   .get("helm.sh/hook") == "test" and name in (None, o["metadata"]["name"])),
+                        "helm test Pod")
         meta = pod["metadata"]
         return Workload("Pod", meta["name"], meta["name"], pod["spec"], meta.get("labels") or {},
                         meta.get("annotations") or {}, pod["spec"].get("activeDeadlineSeconds"))

@@ -169,3 +169,27 @@ def test_rendered_pods_use_the_documented_values(helm, store, malbork, prefix):
     assert (routed["PGHOST"], routed["PGPORT"]) == ("127.0.0.1", str(malbork.port))
     # The Job's activeDeadlineSeconds is what the runner enforces.
     assert wl.deadline == cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 21600
+
+
+def test_retention_verify_cronjob_and_helm_test_verify(helm, store, malbork, prefix):
+    pg = malbork
+    ops = ("enclaveos-chart.Backup.Retention.KeepLast=1", "enclaveos-chart.Verify.CronSchedule=0 3 * * 0",
+           "enclaveos-chart.Verify.HelmTest=true")
+    r, _ = pod(helm, store, pg, prefix, *ops)
+    first = completed(r.run(r.cronjob("enclave-enclaveos-backup"))).event("backup complete")["key"]
+    second = completed(r.run(r.cronjob("enclave-enclaveos-backup")))
+    newest = second.event("backup complete")["key"]
+    # The CronJob pruned after its backup: only the newest backup is left.
+    assert second.event("prune: deleted")["key"] == first
+    assert backups(store, prefix) == [newest, newest + ".manifest.json"]
+
+    live = state(pg)
+    verified = completed(r.run(r.cronjob("enclave-enclaveos-verify")))
+    assert verified.event("verify complete")["key"] == newest
+    record = json.loads(store.client().get_object(Bucket=BUCKET, Key=newest + ".verify.json")["Body"].read())
+    assert record["passed"] is True
+    on_demand = completed(r.run(r.test_pod("enclave-enclaveos-test-verify")))
+    assert on_demand.event("verify complete")["key"] == newest
+    assert state(pg) == live
+    with pg.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM pg_database WHERE datname LIKE 'malbork\\_%'").fetchone()[0] == 0

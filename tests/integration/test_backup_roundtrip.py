@@ -82,7 +82,7 @@ def test_list_shows_only_complete_backups_newest_first(moto, bucket, dbname, cli
 
     table = run_cli(cli_env, "list")
     lines = table.stdout.splitlines()
-    assert lines[0].split() == ["KEY", "SIZE", "AGE"]
+    assert lines[0].split() == ["KEY", "SIZE", "AGE", "VERIFIED"]
     assert [line.split()[0] for line in lines[1:]] == keys
 
 

@@ -36,8 +36,20 @@ class Body:
 class Storage:
     bucket = "b"
 
+    def __init__(self):
+        self.objects: dict[str, bytes] = {}
+        self.deleted: list[str] = []
+
     def open_read(self, key):
+        assert any(k.startswith(key + ".reader-") for k in self.objects), "read before the reader marker"
         return Body()
+
+    def put_bytes(self, key, data, content_type):
+        self.objects[key] = data
+
+    def delete(self, key):
+        self.deleted.append(key)
+        self.objects.pop(key)
 
 
 def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname, monkeypatch):
@@ -46,7 +58,10 @@ def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname
     manifest = Manifest(key="k", database="malbork", engine="cockroachdb", server_version="v24.1.0",
                         started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
                         sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
-    loaded = restore.load(Config(bucket="b"), Storage(), "k", manifest, dbname, defer=is_view_statement)
+    storage = Storage()
+    loaded = restore.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=is_view_statement)
+    # The reader marker that keeps prune away was there while reading, and is gone.
+    assert storage.objects == {} and [k.startswith("k.reader-") for k in storage.deleted] == [True]
     assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",
                                "COMMENT ON VIEW public.v IS 'kept for the swap'",
                                "CREATE MATERIALIZED VIEW public.mv (s) AS SELECT sum(x) FROM public.parent"]

@@ -52,6 +52,13 @@ class Config:
     def source_installation(self) -> str:
         """Whose backups a restore reads: this installation's unless the operator chose another."""
         return self.restore_source_installation or self.installation
+    keep_last: int = 0  # retention rules; 0 everywhere keeps every backup
+    keep_days: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+    reader_marker_seconds: int = 86400  # a reader's marker older than this is left over from a killed run
+    pushgateway_url: str = ""  # empty: no metrics are pushed
 
     @property
     def key_prefix(self) -> str:
@@ -187,4 +194,11 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0, maximum=DAY),
         installation=_text(env, "ENCLAVE_BACKUP_INSTALLATION", "default"),
         restore_source_installation=_text(env, "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION"),
+        keep_last=_int(env, "ENCLAVE_BACKUP_KEEP_LAST", 0),
+        keep_days=_int(env, "ENCLAVE_BACKUP_KEEP_DAYS", 0, maximum=100_000),
+        keep_daily=_int(env, "ENCLAVE_BACKUP_KEEP_DAILY", 0),
+        keep_weekly=_int(env, "ENCLAVE_BACKUP_KEEP_WEEKLY", 0),
+        keep_monthly=_int(env, "ENCLAVE_BACKUP_KEEP_MONTHLY", 0),
+        reader_marker_seconds=_int(env, "ENCLAVE_BACKUP_READER_MARKER_SECONDS", 86400, minimum=1, maximum=int(30 * DAY)),
+        pushgateway_url=_text(env, "ENCLAVE_BACKUP_PUSHGATEWAY_URL"),
     )

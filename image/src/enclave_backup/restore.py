@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import psycopg
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import db, log
+from . import db, log, readers
 from .catalog import ANY_INSTALLATION, complete_backups, read_manifest
 from .compress import decompressed
 from .config import Config
@@ -371,9 +371,10 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
     logger = log.get()
     loaded = Loaded()
     progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
-    stream = ObjectStream(storage, key, manifest, loaded, progress)
     conn = db.connect(config, dbname=scratch, autocommit=True)
-    with conn, conn.cursor() as cur:
+    # The marker keeps prune away from the backup while it is read.
+    with conn, readers.hold(storage, key), conn.cursor() as cur:
+        stream = ObjectStream(storage, key, manifest, loaded, progress)
         for item in split(stream.sql_chunks()):
             statement = item.statement if isinstance(item, CopyBlock) else item
             loaded.statements += 1

@@ -58,7 +58,7 @@ app.kubernetes.io/component: {{ .component }}
 
 {{/* True (non-empty) when the chart needs object storage settings. */}}
 {{- define "enclaveos-chart.storageWanted" -}}
-{{- if or .Values.Backup.CronSchedule .Values.restore.fromObject -}}true{{- end -}}
+{{- if or .Values.Backup.CronSchedule .Values.restore.fromObject .Values.Verify.CronSchedule .Values.Verify.HelmTest -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -83,6 +83,10 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- $why = "enclaveos-chart.Backup.CronSchedule is set" -}}
 {{- else if .Values.restore.fromObject -}}
 {{- $why = "enclaveos-chart.restore.fromObject is set" -}}
+{{- else if .Values.Verify.CronSchedule -}}
+{{- $why = "enclaveos-chart.Verify.CronSchedule is set" -}}
+{{- else if .Values.Verify.HelmTest -}}
+{{- $why = "enclaveos-chart.Verify.HelmTest is set" -}}
 {{- end -}}
 {{- if $why -}}
 {{- $s3 := .Values.global.S3 -}}
@@ -201,7 +205,7 @@ capabilities:
     - ALL
 {{- end -}}
 
-{{/* Pod spec of the backup, restore and test pods; call with (dict "ctx" $ "args" list "restartPolicy" string "extraEnv" string). */}}
+{{/* Pod spec of the backup, restore and test pods; call with (dict "ctx" $ "args" list "restartPolicy" string "extraEnv" string "resources" map); resources default to Backup.Resources. */}}
 {{- define "enclaveos-chart.backupPodSpec" -}}
 {{- $ := .ctx -}}
 serviceAccountName: {{ include "enclaveos-chart.serviceAccountName" $ }}
@@ -240,7 +244,7 @@ containers:
       {{- with .extraEnv }}
       {{- . | nindent 6 }}
       {{- end }}
-    {{- with $.Values.Backup.Resources }}
+    {{- with (.resources | default $.Values.Backup.Resources) }}
     resources:
       {{- toYaml . | nindent 6 }}
     {{- end }}
@@ -254,4 +258,66 @@ volumes:
   - name: tmp
     emptyDir:
       sizeLimit: 1Gi
+{{- end -}}
+
+{{/* Retention and metrics settings of the backup and verify runs. */}}
+{{- define "enclaveos-chart.opsEnv" -}}
+{{- $k := .Values.Backup.Retention -}}
+{{- range $name, $env := dict "KeepLast" "KEEP_LAST" "KeepDays" "KEEP_DAYS" "KeepDaily" "KEEP_DAILY" "KeepWeekly" "KEEP_WEEKLY" "KeepMonthly" "KEEP_MONTHLY" }}
+- name: ENCLAVE_BACKUP_{{ $env }}
+  value: {{ int (default 0 (get $k $name)) | toString | quote }}
+{{- end }}
+- name: ENCLAVE_BACKUP_READER_MARKER_SECONDS
+  # No restore or verify outlives its deadline: an older reader marker is an orphan of a killed pod.
+  value: {{ max (int .Values.restore.activeDeadlineSeconds) (int .Values.Verify.ActiveDeadlineSeconds) | toString | quote }}
+{{- with .Values.Backup.Metrics.PushgatewayUrl }}
+- name: ENCLAVE_BACKUP_PUSHGATEWAY_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}
+
+{{/* True (non-empty) when a retention rule is set. */}}
+{{- define "enclaveos-chart.retentionOn" -}}
+{{- range $name, $n := .Values.Backup.Retention }}{{ if gt (int (default 0 $n)) 0 }}true{{ end }}{{ end -}}
+{{- end -}}
+
+{{/*
+Longest gap in seconds between two runs of a schedule, read from its fields: exact for
+macros, hourly, daily, every-N-hours, weekly and monthly schedules; an upper bound otherwise.
+*/}}
+{{- define "enclaveos-chart.scheduleIntervalSeconds" -}}
+{{- $macros := dict "@yearly" 31622400 "@annually" 31622400 "@monthly" 2678400 "@weekly" 604800 "@daily" 86400 "@midnight" 86400 "@hourly" 3600 -}}
+{{- if hasKey $macros . -}}
+{{- get $macros . -}}
+{{- else -}}
+{{- $f := regexSplit " +" (trim .) -1 -}}
+{{- $hour := index $f 1 -}}
+{{- if ne (index $f 3) "*" -}}31622400
+{{- else if ne (index $f 2) "*" -}}2678400
+{{- else if ne (index $f 4) "*" -}}604800
+{{- else if regexMatch "^[*]/[0-9]+$" $hour -}}{{ mul 3600 (int (trimPrefix "*/" $hour)) }}
+{{- else if ne $hour "*" -}}86400
+{{- else -}}3600
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Failed Jobs of a CronJob that started after its last successful Job (any failed one if it
+never succeeded), from kube-state-metrics; call with (dict "ns" namespace "cronjob" name).
+*/}}
+{{- define "enclaveos-chart.failedJobsExpr" -}}
+{{- $ns := printf "namespace=%q" .ns -}}
+{{- $cj := printf "namespace=%q, cronjob=%q" .ns .cronjob -}}
+(
+  max by (namespace, job_name) (kube_job_status_start_time{ {{- $ns -}} })
+  and on (namespace, job_name) (kube_job_status_failed{ {{- $ns -}} } > 0)
+  and on (namespace, job_name) kube_job_owner{ {{- $ns }}, owner_kind="CronJob", owner_name={{ .cronjob | quote -}} }
+)
+> on (namespace) group_left ()
+(
+  max by (namespace) (kube_cronjob_status_last_successful_time{ {{- $cj -}} })
+  or
+  max by (namespace) (kube_cronjob_created{ {{- $cj -}} }) * 0
+)
 {{- end -}}

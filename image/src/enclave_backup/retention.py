@@ -1,0 +1,119 @@
+"""Which backups retention keeps and which it deletes, and why. Pure: no I/O, no clock.
+
+Rules as in restic and k8up: the newest KeepLast, everything younger than KeepDays, and
+the newest backup of each of the last KeepDaily days, KeepWeekly ISO weeks and
+KeepMonthly months that hold a backup (calendar in UTC). A backup is kept when any
+rule keeps it; with no rule set every backup is kept. The newest backup and any backup
+a reader holds are always kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Callable, Iterable, Mapping, Protocol
+
+
+class Dated(Protocol):
+    key: str
+    started: datetime
+
+
+@dataclass(frozen=True)
+class Rules:
+    keep_last: int = 0
+    keep_days: int = 0
+    keep_daily: int = 0
+    keep_weekly: int = 0
+    keep_monthly: int = 0
+
+    @classmethod
+    def from_config(cls, config) -> "Rules":
+        return cls(config.keep_last, config.keep_days, config.keep_daily, config.keep_weekly, config.keep_monthly)
+
+    @property
+    def active(self) -> bool:
+        return any(n > 0 for n in self._values())
+
+    def _values(self) -> tuple[int, ...]:
+        return (self.keep_last, self.keep_days, self.keep_daily, self.keep_weekly, self.keep_monthly)
+
+    def describe(self) -> str:
+        names = ("KeepLast", "KeepDays", "KeepDaily", "KeepWeekly", "KeepMonthly")
+        return ", ".join(f"{n}={v}" for n, v in zip(names, self._values()) if v > 0) or "none (keep all)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    key: str
+    started: datetime
+    keep: bool
+    reasons: tuple[str, ...]  # the rules that keep it, or, for a deletion, the rules it falls outside
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.astimezone(timezone.utc)
+
+
+_GENERATIONS: tuple[tuple[str, str, Callable[[datetime], object]], ...] = (
+    ("keep_daily", "KeepDaily", lambda t: _utc(t).date()),
+    ("keep_weekly", "KeepWeekly", lambda t: _utc(t).isocalendar()[:2]),
+    ("keep_monthly", "KeepMonthly", lambda t: (_utc(t).year, _utc(t).month)),
+)
+_PERIOD = {"keep_daily": "day", "keep_weekly": "week", "keep_monthly": "month"}
+
+
+def decide(backups: Iterable[Dated], rules: Rules, now: datetime,
+           protected: Mapping[str, str] | None = None) -> list[Decision]:
+    """One decision per backup, newest first. `protected`: key -> why it must stay (e.g. being read)."""
+    ordered = sorted(backups, key=lambda b: (b.started, b.key), reverse=True)
+    protected = protected or {}
+    reasons: dict[str, list[str]] = {b.key: [] for b in ordered}
+    if not ordered:
+        return []
+    if not rules.active:
+        for b in ordered:
+            reasons[b.key].append("no retention rule set")
+    reasons[ordered[0].key].append("newest complete backup")
+    for key, why in protected.items():
+        if key in reasons:
+            reasons[key].append(why)
+    if rules.keep_last:
+        for b in ordered[:rules.keep_last]:
+            reasons[b.key].append(f"among the newest {rules.keep_last} (KeepLast)")
+    if rules.keep_days:
+        cutoff = now - timedelta(days=rules.keep_days)
+        for b in ordered:
+            if b.started > cutoff:
+                reasons[b.key].append(f"younger than {rules.keep_days} days (KeepDays)")
+    for field, name, bucket_of in _GENERATIONS:
+        count = getattr(rules, field)
+        if not count:
+            continue
+        seen: set = set()
+        for b in ordered:  # newest first: the first backup met in a period is its newest
+            bucket = bucket_of(b.started)
+            if bucket in seen:
+                continue
+            if len(seen) == count:
+                break
+            seen.add(bucket)
+            reasons[b.key].append(f"newest of its {_PERIOD[field]}, one of the last {count} ({name})")
+    outside = _outside(rules)
+    return [Decision(b.key, b.started, bool(reasons[b.key]), tuple(reasons[b.key]) or outside) for b in ordered]
+
+
+def _outside(rules: Rules) -> tuple[str, ...]:
+    found = []
+    if rules.keep_last:
+        found.append(f"not among the newest {rules.keep_last} (KeepLast)")
+    if rules.keep_days:
+        found.append(f"older than {rules.keep_days} days (KeepDays)")
+    for field, name, _ in _GENERATIONS:
+        if getattr(rules, field):
+            found.append(f"not the newest of one of the last {getattr(rules, field)} {_PERIOD[field]}s ({name})")
+    return tuple(found)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -105,6 +106,8 @@ def test_a_key_or_manifest_dated_in_the_future_does_not_stay_latest(moto, bucket
     with pg.connect(dbname) as conn:
         build_corpus(conn)
     first = _backup(cli_env)
+    # The store stamps objects in whole seconds: keep each step in a second of its own.
+    time.sleep(1.1)
     client = moto.client()
     forged = first.replace(first.split("-")[-2], "20991231T235959Z")
     client.copy_object(Bucket=bucket, Key=forged, CopySource={"Bucket": bucket, "Key": first})
@@ -112,6 +115,7 @@ def test_a_key_or_manifest_dated_in_the_future_does_not_stay_latest(moto, bucket
     manifest.update(key=forged, started_at="2099-12-31T23:59:59Z", finished_at="2099-12-31T23:59:59Z")
     client.put_object(Bucket=bucket, Key=forged + ".manifest.json", Body=json.dumps(manifest).encode())
     client.put_object(Bucket=bucket, Key=forged + ".verify.json", Body=b"{}")  # results beside a backup
+    time.sleep(1.1)
     newest = _backup(cli_env)
 
     listed = _listed(cli_env)

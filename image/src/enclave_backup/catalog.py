@@ -8,7 +8,7 @@ time (capped by the store's clock), not the key's timestamp: a key is a name any
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from . import log
 from .errors import BackupError
@@ -16,6 +16,7 @@ from .manifest import Manifest, manifest_key, parse_key
 from .s3 import Storage
 
 # Beyond this the writer's clock and the store's disagree, and `list` says so.
+STORE_CLOCK_RESOLUTION = timedelta(seconds=1)
 CLOCK_TOLERANCE_SECONDS = 300
 ANY_INSTALLATION = "*"  # only by explicit choice: restore.sourceInstallation
 
@@ -37,7 +38,10 @@ class Backup:
     def order_time(self) -> datetime:
         """What `latest` sorts by: the manifest's start, but never later than the store saw the manifest,
         so neither a writer's clock that runs ahead nor an edited start keeps a backup newest for ever."""
-        return min(self.started, self.stored_at) if self.stored_at else self.started
+        if self.stored_at is None:
+            return self.started
+        # Stores stamp objects in whole seconds: the manifest may have been written up to 1 s later.
+        return min(self.started, self.stored_at + STORE_CLOCK_RESOLUTION)
 
     @property
     def clock_skew_seconds(self) -> float:

@@ -154,5 +154,5 @@ def test_installation_identity_and_the_deliberate_foreign_restore(helm):
 def test_pods_get_the_grace_period_the_program_needs(helm):
     objs = restore_render(helm, "enclaveos-chart.Backup.CronSchedule=0 0 * * *")
     for obj in (find(objs, "CronJob"), find(objs, "Job", "r1-enclaveos-restore")):
-        # backup.STOP_DEADLINE_SECONDS (10) for the abort, plus pg_dump's end and the exit
+        # errors.STOP_DEADLINE_SECONDS (10) for the abort, plus pg_dump's end and the exit
         assert pod_spec(obj)["terminationGracePeriodSeconds"] == 30

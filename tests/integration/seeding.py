@@ -5,15 +5,16 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 
-from enclave_backup.manifest import TIMESTAMP_FORMAT
+from enclave_backup.manifest import EXTENSIONS, object_key, run_id_of
 
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def key_at(prefix: str, database: str, moment: datetime, ext: str = ".sql.gz") -> str:
-    return f"{prefix}{database}-{moment.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)}{ext}"
+def key_at(prefix: str, database: str, moment: datetime, ext: str = ".sql.gz", run_id: str = "") -> str:
+    plain = object_key(prefix, database, moment, "none", run_id)  # ends in EXTENSIONS["none"]
+    return plain[: -len(EXTENSIONS["none"])] + ext
 
 
 def copy_backup_at(s3, bucket: str, source_key: str, moment: datetime, database: str | None = None,
@@ -24,7 +25,8 @@ def copy_backup_at(s3, bucket: str, source_key: str, moment: datetime, database:
     if prefix is None:
         prefix = source_key[: source_key.rindex("/") + 1] if "/" in source_key else ""
     ext = source_key[source_key.index(".sql"):]
-    key = key_at(prefix, database, moment, ext)
+    # The copy keeps the run id its bytes' header names; only the time in the key differs.
+    key = key_at(prefix, database, moment, ext, run_id_of(source_key))
     s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source_key})
     manifest.update(key=key, database=database, started_at=_iso(moment),
                     finished_at=_iso(moment + timedelta(seconds=5)))

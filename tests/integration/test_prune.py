@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 
+from enclave_backup.manifest import parse_key
 from enclave_backup.retention import Rules, decide
 from tests.conftest import run_cli, spawn_cli
 from tests.integration.seeding import copy_backup_at, key_at, keys
@@ -59,7 +60,7 @@ def test_prune_keeps_exactly_what_each_rule_says(moto, bucket, cli_env, rules, e
         class B:
             def __init__(self, key, started):
                 self.key, self.started = key, started
-        real_started = datetime.strptime(real.split("-")[-1][:16], "%Y%m%dT%H%M%SZ").replace(tzinfo=timezone.utc)
+        real_started = parse_key(real, real[:real.rindex("/") + 1] if "/" in real else "")[1]
         seeded = [B(real, real_started)] + [B(k, NOW - timedelta(hours=h)) for k, h in zip(copies, AGES)]
         r = Rules(**{f"keep_{k.lower().split('_')[1]}": int(v) for k, v in rules.items()})
         wanted = [d.key for d in decide(seeded, r, datetime.now(timezone.utc)) if d.keep]

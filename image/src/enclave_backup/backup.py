@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 from . import __version__, db, log
 from .compress import compressor, worker_count
 from .config import Config
-from .errors import StorageError, Terminated
+from .errors import STOP_DEADLINE_SECONDS, StorageError, Terminated
 from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
                        key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
@@ -32,7 +32,6 @@ def dumper_for(engine: str, config: Config):
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
 # After SIGTERM: the most the upload's abort may take. The chart's terminationGracePeriodSeconds
 # (30) leaves room for it, pg_dump's end and the exit.
-STOP_DEADLINE_SECONDS = 10.0
 
 
 def keep_large_buffers_mapped() -> None:

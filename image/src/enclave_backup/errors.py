@@ -25,3 +25,7 @@ class Terminated(BackupError):
     """Raised in the main thread when Kubernetes sends SIGTERM."""
 
     exit_code = 1
+
+
+# After SIGTERM, clean-up calls to S3 get this long at most: the pod's grace period is 30 s.
+STOP_DEADLINE_SECONDS = 10.0

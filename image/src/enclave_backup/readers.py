@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from . import log
-from .errors import StorageError
+from .errors import STOP_DEADLINE_SECONDS, StorageError, Terminated
 from .s3 import Storage, StoredObject, utcnow
 
 MARKER_INFIX = ".reader-"
@@ -30,11 +30,16 @@ def hold(storage: Storage, key: str):
     marker = f"{marker_prefix(key)}{uuid.uuid4().hex}.json"
     body = json.dumps({"host": socket.gethostname(), "started_at": utcnow().isoformat()})
     storage.put_bytes(marker, body.encode(), "application/json")
+    stopping = False
     try:
         yield marker
+    except Terminated:
+        stopping = True
+        raise
     finally:
         try:
-            storage.delete(marker)
+            # After SIGTERM a stalled store must not hold the pod past its grace period.
+            (storage.quick_storage(STOP_DEADLINE_SECONDS) if stopping else storage).delete(marker)
         except StorageError as exc:
             log.get().warning("could not remove the reader marker; it expires on its own", marker=marker,
                               error=str(exc))

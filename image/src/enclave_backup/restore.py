@@ -24,7 +24,7 @@ from .progress import Progress
 from .s3 import Storage, describe_error, utcnow
 from .sqlscript import CopyBlock, Statement, split
 from .swap import Client, dialect, marker, parse_marker
-from .swap_views import is_view_statement, swap_keeping_views
+from .swap_views import HoldBack, swap_keeping_views
 
 READ_CHUNK = 256 * 1024
 STAMP = "%Y%m%d%H%M%S"
@@ -101,7 +101,7 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
         logger.info("scratch database created", scratch=scratch)
         try:
             defers_views = getattr(sql, "defers_views", False)
-            loaded = load(config, storage, key, manifest, scratch, defer=is_view_statement if defers_views else None)
+            loaded = load(config, storage, key, manifest, scratch, defer=HoldBack() if defers_views else None)
             with db.database_errors(scratch, "carrying database-level settings over"):
                 carried = sql.carry_state(conn, scratch, state)
             if carried is not None:
@@ -305,8 +305,8 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
          defer=None) -> Loaded:
     """Apply the object's script to `scratch`, one statement at a time, stopping at the first error.
 
-    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (view
-    definitions on CockroachDB, created once the database has its final name).
+    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (the tail
+    of a CockroachDB script, views and routines among it, run once the database has its final name).
     """
     logger = log.get()
     loaded = Loaded()

@@ -2,15 +2,18 @@
 
 CockroachDB refuses `ALTER DATABASE ... RENAME` while any view depends on one of the
 database's tables (pkg/sql/rename_database.go; logic test `rename_database`: "cannot
-rename database because relation ... depends on relation ..."). So the swap runs as
-reversible steps, each undone in reverse order if a later one fails:
+rename database because relation ... depends on relation ..."), and from 22.2 while a
+routine does (the table's back-references include functions). So the restore holds back
+the tail of a CockroachDB script (routines, triggers, views, grants, owners; see
+dump_cockroach) and the swap runs as reversible steps, each undone in reverse order if a
+later one fails:
 
 1. record the live database's views (in creation order) and drop them, newest first;
 2. rename live -> previous;
 3. create those views again in previous (it stays a complete copy);
 4. rename scratch -> live (the scratch database has no views: the restore held back
-   the backup's view statements);
-5. create the backup's views in live.
+   the script's tail);
+5. run the held-back tail in live.
 
 Every per-database statement runs on a connection to that database, with names that
 are not qualified by the database, so the sequence is the same on PostgreSQL.
@@ -43,9 +46,34 @@ class View:
     create: str  # its CREATE statement, names not qualified by the database
 
 
+_TAIL_STATEMENT = re.compile(
+    r"(?is)^\s*(?:CREATE\s+(?:OR\s+REPLACE\s+)?(?:FUNCTION|PROCEDURE|TRIGGER)|GRANT|REVOKE"
+    r"|ALTER\s+(?:TABLE|VIEW|MATERIALIZED\s+VIEW|SEQUENCE|TYPE|SCHEMA|FUNCTION|PROCEDURE)\s.*\sOWNER\s+TO)\b")
+_CREATE_TABLE = re.compile(r"(?is)^\s*CREATE\s+TABLE\b")
+
+
 def is_view_statement(sql: str) -> bool:
-    """Statements the restore holds back until the restored database has its final name."""
+    """View statements: the restore holds these back until the restored database has its final name."""
     return bool(_VIEW_STATEMENT.match(sql))
+
+
+class HoldBack:
+    """Holds back the tail of a script: the first view statement and everything after it, or the
+    first routine, trigger, grant or owner statement after a CREATE TABLE and everything after it.
+
+    Routines before the first table are those the tables call (in a DEFAULT or CHECK); they
+    read no table, so they stay. Everything held back runs, in script order, once the
+    restored database has its final name.
+    """
+
+    def __init__(self) -> None:
+        self.tables = self.holding = False
+
+    def __call__(self, sql: str) -> bool:
+        if not self.holding:
+            self.tables = self.tables or bool(_CREATE_TABLE.match(sql))
+            self.holding = is_view_statement(sql) or (self.tables and bool(_TAIL_STATEMENT.match(sql)))
+        return self.holding
 
 
 class Steps:
@@ -92,7 +120,8 @@ def swap_keeping_views(conn, sql, live: str, scratch: str, previous: str | None,
                       lambda: drop_views(sql, connect, previous, views_of(sql, connect, previous)), partial=True)
         steps.run(f"renaming {scratch!r} to {live!r}", lambda: rename(conn, sql, scratch, live),
                   lambda: rename(conn, sql, live, scratch))
-        steps.run(f"creating the restored views in {live!r}", lambda: run_in(connect, live, deferred),
+        steps.run(f"running the held-back views, routines, triggers, grants and owners in {live!r}",
+                  lambda: run_in(connect, live, deferred),
                   lambda: drop_views(sql, connect, live, views_of(sql, connect, live)), partial=True)
     except (psycopg.Error, DatabaseError) as exc:
         text = exc if isinstance(exc, DatabaseError) else db.describe(exc, live)

@@ -759,3 +759,54 @@ def test_an_unreadable_routine_definition_stops_the_dump():
     conn.answer = lambda sql: [(130, "CREATE FUNCTION f")] if sql == dc.FUNCTIONS_SQL else original(sql)
     with pytest.raises(DatabaseError, match="unexpected routine definition"):
         dump(conn)
+
+
+# PostgreSQL stand-ins for the objects the tail names (STRING as a domain, as above).
+PG_OBJECTS = ('CREATE DOMAIN string AS text; CREATE SCHEMA sc1; '
+              "CREATE TYPE public.mood AS ENUM ('happy', 'sad'); "
+              "CREATE TYPE sc1.status AS ENUM ('open', 'closed', 'inactive'); "
+              "CREATE TABLE public.parent (x INT8, y INT8, z INT8); "
+              'CREATE TABLE sc1."Odd ""Name"" x" (id INT8 PRIMARY KEY); '
+              "CREATE SEQUENCE public.s;")
+PG_ROLES = ("app_owner", "app_reader", "app_writer", "root")
+
+
+def test_the_tail_replays_live_in_postgresql_through_psql(pg, dbname):
+    # PostgreSQL takes the same statements: CockroachDB's routine text (INT8, NOT LEAKPROOF,
+    # OUT parameters, PL/pgSQL), CREATE TRIGGER, GRANT ... ON SCHEMA/TABLE/SEQUENCE/TYPE/
+    # FUNCTION/PROCEDURE, ALTER ... OWNER TO; views are left out (they are CockroachDB text).
+    script, _, _ = dump(server("25.3"))
+    tail = script[position(script, "-- routines\n"):]
+    tail = tail.replace(tail[tail.index("-- views\n"):tail.index("-- roles the grants")], "")
+    tail = "\n".join(line for line in tail.splitlines()
+                     if '"vx"' not in line and '"mv"' not in line)  # the views' own grants and owners
+    env = {**pg.env(dbname), "PATH": "/usr/bin:/bin"}
+    with pg.connect() as conn:
+        for name in PG_ROLES:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+                conn.execute(f'CREATE ROLE "{name}"')
+    try:
+        subprocess.run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=(PG_OBJECTS + "\n" + tail).encode(),
+                       env=env, check=True, capture_output=True)
+        with pg.connect(dbname) as conn:
+            assert conn.execute("SELECT public.f('happy')").fetchone() == (None,)  # no rows in parent yet
+            assert conn.execute("CALL public.double_triple(2, NULL)").fetchone() == (4, 12)
+            conn.execute("INSERT INTO public.parent (x) VALUES (5)")  # the trigger fires now, after the load
+            assert conn.execute("SELECT public.f('sad')").fetchone() == (5,)
+            assert conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall() == [("t1_trigger",)]
+            assert conn.execute("SELECT has_table_privilege('app_reader', 'public.parent', 'SELECT'), "
+                                "has_sequence_privilege('app_writer', 'public.s', 'USAGE'), "
+                                "has_function_privilege('app_reader', 'public.f(public.mood)', 'EXECUTE'), "
+                                "has_schema_privilege('app_reader', 'sc1', 'USAGE')").fetchone() == (True,) * 4
+            assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'parent'").fetchone() == ("app_owner",)
+            assert conn.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'sc1'"
+                                ).fetchone() == ("app_owner",)
+            assert conn.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'f'"
+                                ).fetchone() == ("app_owner",)
+    finally:
+        with pg.connect(dbname) as conn:
+            for name in PG_ROLES:
+                conn.execute(f'DROP OWNED BY "{name}" CASCADE')
+        with pg.connect() as conn:
+            for name in PG_ROLES:
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')

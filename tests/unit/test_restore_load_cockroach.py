@@ -12,7 +12,7 @@ import hashlib
 from enclave_backup import restore
 from enclave_backup.config import Config
 from enclave_backup.manifest import Manifest
-from enclave_backup.swap_views import is_view_statement
+from enclave_backup.swap_views import HoldBack
 
 SCRIPT = b"""-- enclave-backup dump
 -- engine: cockroachdb
@@ -46,7 +46,7 @@ def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname
     manifest = Manifest(key="k", database="malbork", engine="cockroachdb", server_version="v24.1.0",
                         started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
                         sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
-    loaded = restore.load(Config(bucket="b"), Storage(), "k", manifest, dbname, defer=is_view_statement)
+    loaded = restore.load(Config(bucket="b"), Storage(), "k", manifest, dbname, defer=HoldBack())
     assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",
                                "COMMENT ON VIEW public.v IS 'kept for the swap'",
                                "CREATE MATERIALIZED VIEW public.mv (s) AS SELECT sum(x) FROM public.parent"]

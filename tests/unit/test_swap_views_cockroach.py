@@ -211,3 +211,56 @@ def test_rename_waits_out_a_session_that_is_still_closing(pg, databases, monkeyp
             swap_views.rename(main, PgViews(), scratch, f"{scratch}_x")
     finally:
         holder.close()
+
+
+def held_back(script: str) -> tuple[list[str], list[str]]:
+    """(statements loaded into the scratch database, statements held back), as restore.load splits them."""
+    from enclave_backup.sqlscript import split
+    hold = swap_views.HoldBack()
+    loaded, held = [], []
+    for statement in split([script.encode()]):
+        (held if hold(statement.sql) else loaded).append(statement.sql)
+    return loaded, held
+
+
+def test_the_tail_of_a_dump_is_held_back_from_its_first_statement_on():
+    # From 22.2 a function that reads a table blocks the rename too: the table's
+    # back-references name it, and rename_database.go refuses any dependent descriptor
+    # (getQualifiedDependentObjectName takes table and function descriptors). So routines,
+    # triggers (on and calling into tables), views, and the grants and owners of objects
+    # not yet created all wait; a routine a table DEFAULT calls reads no table and stays.
+    from tests.unit.test_dump_cockroach import dump, server, with_table_calling_f1
+    script, _, _ = dump(with_table_calling_f1(server("25.3")))
+    loaded, held = held_back(script)
+    assert loaded[0].startswith("CREATE SCHEMA IF NOT EXISTS public")
+    assert any(s.startswith("CREATE FUNCTION public.f1()") for s in loaded)
+    assert any(s.startswith("CREATE TABLE public.t1 (") for s in loaded)
+    assert loaded[-1] == "ALTER TABLE public.full_test VALIDATE CONSTRAINT test_fk"
+    assert [s.split("(")[0].split(" ON ")[0] for s in held[:6]] == [
+        "CREATE FUNCTION public.f", "CREATE PROCEDURE public.double_triple", "CREATE FUNCTION public.trigger_func",
+        "CREATE TRIGGER t1_trigger AFTER INSERT", "CREATE VIEW public.vx ", "CREATE MATERIALIZED VIEW public.mv "]
+    assert held[-1] == 'ALTER FUNCTION public.trigger_func OWNER TO "root"'
+    assert not any(s.startswith(("INSERT", "CREATE TABLE", "SELECT setval")) for s in held)
+    assert all(s.startswith(("GRANT", "ALTER")) for s in held[6:])
+
+
+@pytest.mark.parametrize(("version", "first"), [("21.2", "CREATE VIEW public.vx"), ("24.1", "CREATE FUNCTION public.f1()")])
+def test_the_first_tail_statement_starts_the_hold_views_when_the_server_has_no_routines(version, first):
+    from tests.unit.test_dump_cockroach import dump, server
+    script, _, _ = dump(server(version))
+    _, held = held_back(script)
+    assert held[0].startswith(first)
+    assert all(not s.startswith(("INSERT", "CREATE TABLE")) for s in held)
+
+
+def test_statements_that_only_look_like_the_tail_hold_nothing_back():
+    loaded, held = held_back("CREATE TABLE public.grants (x INT8);\n"
+                             "INSERT INTO \"public\".\"grants\" (\"x\") VALUES ('1'::INT8);\n"
+                             "ALTER TABLE public.grants ADD CONSTRAINT \"owner to\" CHECK (x > 0);\n")
+    assert held == [] and len(loaded) == 3
+    # Routines before any table (those the tables call) stay in the scratch database.
+    loaded, held = held_back("CREATE FUNCTION public.f1() RETURNS INT8 LANGUAGE SQL AS $$ SELECT 1; $$;\n"
+                             "CREATE TABLE public.t1 (a INT8 DEFAULT public.f1());\n"
+                             "GRANT SELECT ON TABLE public.t1 TO PUBLIC;\nINSERT INTO t1 VALUES (1);\n")
+    assert [s.split()[0] for s in loaded] == ["CREATE", "CREATE"] and held[0].startswith("GRANT")
+    assert held[-1].startswith("INSERT")  # everything after the tail starts is held, in order

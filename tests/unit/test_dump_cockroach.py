@@ -810,3 +810,12 @@ def test_the_tail_replays_live_in_postgresql_through_psql(pg, dbname):
         with pg.connect() as conn:
             for name in PG_ROLES:
                 conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_privilege_name_that_is_not_a_keyword_stops_the_dump():
+    conn = server("24.1")
+    original = conn.answer
+    conn.answer = lambda sql: ([("public", "parent", "app_reader", "SELECT; DROP TABLE x")]
+                               if sql == dc.TABLE_GRANTS_SQL else original(sql))
+    with pytest.raises(DatabaseError, match="unexpected privilege name"):
+        dump(conn)

@@ -224,11 +224,12 @@ def held_back(script: str) -> tuple[list[str], list[str]]:
 
 
 def test_the_tail_of_a_dump_is_held_back_from_its_first_statement_on():
-    # From 22.2 a function that reads a table blocks the rename too: the table's
-    # back-references name it, and rename_database.go refuses any dependent descriptor
+    # From 22.2 a function that reads a table blocks the rename too: cockroachdb/cockroach
+    # PR #87203 (merged 2022-08-31 for 22.2, "check udf dependencies before renaming a db"),
+    # and newer pkg/sql/rename_database.go names the dependent function in its error
     # (getQualifiedDependentObjectName takes table and function descriptors). So routines,
-    # triggers (on and calling into tables), views, and the grants and owners of objects
-    # not yet created all wait; a routine a table DEFAULT calls reads no table and stays.
+    # triggers (on tables, running routines), views, and the grants and owners of objects
+    # not created yet all wait; a routine a table DEFAULT calls reads no table and stays.
     from tests.unit.test_dump_cockroach import dump, server, with_table_calling_f1
     script, _, _ = dump(with_table_calling_f1(server("25.3")))
     loaded, held = held_back(script)

@@ -551,6 +551,9 @@ def role(name: str) -> str:
     return "PUBLIC" if name.lower() == "public" else quote_ident(name)
 
 
+_PRIVILEGE = re.compile(r"[A-Z][A-Z_ ]*")
+
+
 def grant_statements(conn: psycopg.Connection, targets: dict[int, str]) -> list[tuple[str, str]]:
     """(GRANT statement, grantee): schemas first, so owners set after them have CREATE there."""
     grants = []
@@ -568,6 +571,9 @@ def grant_statements(conn: psycopg.Connection, targets: dict[int, str]) -> list[
             oid = int(specific.rsplit("_", 1)[1])
             if oid in targets:
                 grants.append((targets[oid], grantee, privilege))
+    for _, _, privilege in grants:
+        if not _PRIVILEGE.fullmatch(privilege):  # written into the script unquoted
+            raise DatabaseError(f"unexpected privilege name from the server: {privilege!r}")
     return [(f"GRANT {privilege} ON {target} TO {role(grantee)};", grantee)
             for target, grantee, privilege in grants if grantee not in IMPLICIT_GRANTEES]
 

@@ -3,7 +3,7 @@
 CockroachDB refuses `ALTER DATABASE ... RENAME` while any view depends on one of the
 database's tables (pkg/sql/rename_database.go; logic test `rename_database`: "cannot
 rename database because relation ... depends on relation ..."), and from 22.2 while a
-routine does (the table's back-references include functions). So the restore holds back
+routine does (cockroach PR #87203: "check udf dependencies before renaming a db"). So the restore holds back
 the tail of a CockroachDB script (routines, triggers, views, grants, owners; see
 dump_cockroach) and the swap runs as reversible steps, each undone in reverse order if a
 later one fails:

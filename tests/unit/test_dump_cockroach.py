@@ -736,6 +736,8 @@ def test_before_22_2_grants_and_owners_cover_schemas_tables_and_types():
     assert 'GRANT SELECT ON TABLE "public"."parent" TO "app_reader";' in script
     assert 'ALTER TYPE "sc1"."status" OWNER TO "app_owner";' in script
     assert "FUNCTION" not in script.split("-- grants\n", 1)[1]
+    # GRANT ... ON SEQUENCE is documented from 22.2; before, a sequence is granted as a table.
+    assert 'GRANT USAGE ON TABLE "public"."s" TO "app_writer";' in script
 
 
 def test_overloaded_routines_keep_their_definitions_but_lose_grants_and_owners_with_a_warning(capsys):

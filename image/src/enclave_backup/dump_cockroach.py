@@ -50,6 +50,10 @@ TRIGGERS_VERSION = (25, 3)
 ROUTINE_OID_OFFSET = 100000
 # Roles that hold every privilege on every object anyway; granting to them again is noise.
 IMPLICIT_GRANTEES = ("admin", "root")
+# GRANT ... ON SEQUENCE is documented from 22.2 (cockroachdb/docs src/current/v22.2/grant.md @
+# 39514c33e9f864a37eea738f67c41c8c91620896: "database, table, sequence, or function names");
+# before, a sequence is granted as a table.
+GRANT_ON_SEQUENCE_VERSION = (22, 2)
 GC_MARGIN = 0.9  # fail once the dump has used this share of the GC window
 
 SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
@@ -228,7 +232,7 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     # Created after the data, a materialized view is filled by its CREATE; no REFRESH needed.
     write_statements(write, "views", views)
     targets = routine_targets(routines)
-    grants = grant_statements(conn, targets)
+    grants = grant_statements(conn, targets, version >= GRANT_ON_SEQUENCE_VERSION)
     owners = owner_statements(conn, targets, types)
     roles = sorted({name for _, name in grants + owners if name.lower() != "public"})
     if roles:
@@ -554,14 +558,14 @@ def role(name: str) -> str:
 _PRIVILEGE = re.compile(r"[A-Z][A-Z_ ]*")
 
 
-def grant_statements(conn: psycopg.Connection, targets: dict[int, str]) -> list[tuple[str, str]]:
+def grant_statements(conn: psycopg.Connection, targets: dict[int, str], on_sequence: bool) -> list[tuple[str, str]]:
     """(GRANT statement, grantee): schemas first, so owners set after them have CREATE there."""
     grants = []
     for schema, grantee, privilege in conn.execute(SCHEMA_GRANTS_SQL).fetchall():
         grants.append((f"SCHEMA {quote_ident(schema)}", grantee, privilege))
     kinds = {(schema, name): kind for schema, name, kind in conn.execute(RELATIONS_SQL).fetchall()}
     for schema, name, grantee, privilege in conn.execute(TABLE_GRANTS_SQL).fetchall():
-        keyword = "SEQUENCE" if kinds.get((schema, name)) == "SEQUENCE" else "TABLE"
+        keyword = "SEQUENCE" if on_sequence and kinds.get((schema, name)) == "SEQUENCE" else "TABLE"
         grants.append((f"{keyword} {qualified(schema, name)}", grantee, privilege))
     for schema, name, grantee, privilege in conn.execute(TYPE_GRANTS_SQL).fetchall():
         grants.append((f"TYPE {qualified(schema, name)}", grantee, privilege))

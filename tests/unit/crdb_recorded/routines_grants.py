@@ -26,6 +26,9 @@ Sources (file @ commit in cockroachdb/cockroach unless noted):
 - information_schema.role_routine_grants (specific_name `<name>_<oid>`, grantee,
   privilege_type; admin and root hold ALL, public EXECUTE by default): logic test
   udf_privileges @ 00751c3dc774b48327fe8e41268e57932c9ae73b.
+- GRANT ... ON SCHEMA/TABLE/TYPE, and ON SEQUENCE from 22.2: cockroachdb/docs
+  src/current/v22.2/grant.md @ 39514c33e9f864a37eea738f67c41c8c91620896; GRANT EXECUTE ON
+  FUNCTION by name alone: udf_privileges (above).
 - Owners: `pg_get_userbyid(nspowner) FROM pg_namespace` (alter_schema_owner),
   `pg_get_userbyid(typowner) FROM pg_type` (alter_type_owner), relations by pg_class relkind,
   pg_proc.proowner (udf, as above); ALTER TABLE/VIEW/MATERIALIZED VIEW/SEQUENCE/TYPE/SCHEMA

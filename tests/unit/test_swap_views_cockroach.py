@@ -17,10 +17,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 
+from enclave_backup import dump_cockroach as dc
 from enclave_backup import swap_views
 from enclave_backup.errors import DatabaseError
 from enclave_backup.swap import CockroachDB
 from enclave_backup.swap_views import View, is_view_statement, swap_keeping_views
+from tests.unit.test_dump_cockroach import CATALOG, DATA, ROUTINES
 
 # crdb_internal.create_statements rows of the live database (schema_name, descriptor_name,
 # create_statement): view queries come back qualified with the database's name, as
@@ -30,11 +32,16 @@ LIVE_VIEWS = [
     ("public", "mv", "CREATE MATERIALIZED VIEW public.mv (x) AS SELECT x FROM malbork.public.parent"),
 ]
 DEFERRED = ['CREATE VIEW public.vx ("?column?") AS SELECT 1',
-            "CREATE MATERIALIZED VIEW public.mv (x) AS SELECT x FROM public.parent WHERE x > 0"]
+            "CREATE MATERIALIZED VIEW public.mv (x) AS SELECT x FROM public.parent WHERE x > 0",
+            'GRANT SELECT ON TABLE "public"."vx" TO "app_reader";']
 
 
 class Conn:
-    """A recorded connection: logs (database, statement) into a shared list."""
+    """A recorded connection: logs (database, statement) into a shared list.
+
+    Answers keyed (database, statement) are that database's; answers keyed by the statement
+    alone are every database's (the recorded server lists the same objects whichever
+    database has the name, qualified with that name)."""
 
     def __init__(self, database: str, log: list, answers: dict, fail: dict):
         self.database, self.log, self.answers, self.fail = database, log, answers, fail
@@ -49,7 +56,10 @@ class Conn:
         self.log.append((self.database, sql))
         if (self.database, sql) in self.fail:
             raise self.fail[(self.database, sql)]
-        return _Rows(self.answers.get((self.database, sql), []))
+        rows = self.answers.get((self.database, sql), self.answers.get(sql, []))
+        # SHOW CREATE qualifies names with the database it runs in.
+        return _Rows([tuple(v.replace("malbork.", f"{self.database}.") if isinstance(v, str) else v for v in row)
+                      for row in rows])
 
 
 class _Rows:
@@ -59,12 +69,44 @@ class _Rows:
     def fetchall(self):
         return list(self.rows)
 
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
 
-def recorded(fail: dict | None = None, answers: dict | None = None):
+
+def server_answers(version: str) -> dict:
+    """A live `malbork` on a server of `version`, answering the dump's catalog queries from the
+    recorded routines, triggers, grants and owners (tests/unit/crdb_recorded/routines_grants.py)
+    and SHOW CREATE ALL TABLES with a table whose DEFAULT calls f1."""
+    return {
+        dc.VERSION_SQL: [(DATA["VERSIONS"][version],)],
+        CockroachDB.VIEWS_SQL: LIVE_VIEWS,
+        dc.SHOW_TABLES_SQL: [(ROUTINES["TABLE_CALLING_F1"],)] + [(s,) for s in CATALOG["SHOW_CREATE_ALL_TABLES"]],
+        dc.RELATIONS_SQL: CATALOG["RELATIONS"],
+        dc.FUNCTIONS_SQL: ROUTINES["FUNCTION_STATEMENTS"],
+        dc.PROCEDURES_SQL: ROUTINES["PROCEDURE_STATEMENTS"],
+        dc.TRIGGERS_SQL: ROUTINES["TRIGGER_STATEMENTS"],
+        dc.SCHEMA_GRANTS_SQL: ROUTINES["SCHEMA_PRIVILEGES"],
+        dc.TABLE_GRANTS_SQL: ROUTINES["TABLE_PRIVILEGES"],
+        dc.TYPE_GRANTS_SQL: ROUTINES["TYPE_PRIVILEGES"],
+        dc.ROUTINE_GRANTS_SQL: ROUTINES["ROUTINE_GRANTS"],
+        dc.SCHEMA_OWNERS_SQL: ROUTINES["SCHEMA_OWNERS"],
+        dc.TYPE_OWNERS_SQL: ROUTINES["TYPE_OWNERS"],
+        dc.RELATION_OWNERS_SQL: ROUTINES["RELATION_OWNERS"],
+        dc.ROUTINE_OWNERS_SQL: ROUTINES["ROUTINE_OWNERS"],
+        CockroachDB.ROLES_SQL: ROLES,
+    }
+
+
+def recorded(fail: dict | None = None, answers: dict | None = None, version: str = "24.1"):
     log: list = []
-    answers = {("malbork", CockroachDB.VIEWS_SQL): LIVE_VIEWS, **(answers or {})}
+    answers = {**server_answers(version), **(answers or {})}
     fail = fail or {}
     return Conn("defaultdb", log, answers, fail), (lambda name: Conn(name, log, answers, fail)), log
+
+
+def changes(log: list) -> list:
+    """The statements that change something (the catalog reads left out)."""
+    return [(database, sql) for database, sql in log if not sql.startswith(("SELECT ", "SHOW "))]
 
 
 def test_statement_kinds_held_back_until_the_swap():
@@ -86,57 +128,195 @@ def test_cockroachdb_views_are_read_unqualified_and_dropped_newest_first():
     assert CockroachDB().drop_view_sql(views[1]) == 'DROP MATERIALIZED VIEW IF EXISTS "public"."mv"'
 
 
+F = ROUTINES["F_READS_TABLE"].replace("malbork.public.", "public.")
+PROCEDURE, TRIGGER_FUNC = ROUTINES["PROCEDURE"], ROUTINES["TRIGGER_FUNC"]
+TRIGGER = ROUTINES["TRIGGER_STATEMENTS"][0][0].replace("malbork.public.", "public.")
+VIEW_CREATES = [LIVE_VIEWS[0][2], LIVE_VIEWS[1][2].replace("malbork.public.", "public.")]
+# The grants and owners of the carried views and routines, as the dump writes them.
+CARRIED_PRIVILEGES = [
+    'GRANT SELECT ON TABLE "public"."vx" TO "app_reader";',
+    'GRANT EXECUTE ON PROCEDURE public.double_triple TO "app_writer";',
+    'GRANT EXECUTE ON FUNCTION public.f TO "app_reader";',
+    "GRANT EXECUTE ON FUNCTION public.f TO PUBLIC;",
+    'ALTER MATERIALIZED VIEW "public"."mv" OWNER TO "root";',
+    'ALTER VIEW "public"."vx" OWNER TO "root";',
+    'ALTER FUNCTION public.f OWNER TO "app_owner";',
+    'ALTER PROCEDURE public.double_triple OWNER TO "root";',
+    'ALTER FUNCTION public.trigger_func OWNER TO "root";',
+]
+DROPS_25_3 = [
+    "DROP TRIGGER IF EXISTS t1_trigger ON public.parent",
+    'DROP MATERIALIZED VIEW IF EXISTS "public"."mv"',
+    'DROP VIEW IF EXISTS "public"."vx"',
+    "DROP FUNCTION IF EXISTS public.trigger_func",
+    "DROP PROCEDURE IF EXISTS public.double_triple",
+    "DROP FUNCTION IF EXISTS public.f",
+]
+CREATES_25_3 = [F, PROCEDURE, TRIGGER_FUNC, TRIGGER, *VIEW_CREATES, *CARRIED_PRIVILEGES]
+
+
+@pytest.mark.parametrize(("version", "reads"), [
+    ("21.2", []), ("22.2", [dc.FUNCTIONS_SQL]), ("24.1", [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL]),
+    ("25.3", [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL, dc.TRIGGERS_SQL]),
+])
+def test_cockroachdb_dependents_are_read_with_the_dumps_queries_and_version_gates(version, reads):
+    # Functions 22.2+, procedures 23.2+, triggers 25.3+ (see test_dump_cockroach); f1, which
+    # the table t1's DEFAULT calls, stays: the table needs it and it reads no table.
+    main, connect, log = recorded(version=version)
+    with connect("malbork") as conn:
+        found = CockroachDB().dependents(conn, "malbork")
+    sent = [sql for _, sql in log]
+    assert [sql for sql in (dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL, dc.TRIGGERS_SQL) if sql in sent] == reads
+    assert (dc.SHOW_TABLES_SQL in sent) == bool(reads)  # which routines the tables call
+    routines = {"21.2": [], "22.2": [F, TRIGGER_FUNC], "24.1": [F, PROCEDURE, TRIGGER_FUNC],
+                "25.3": [F, PROCEDURE, TRIGGER_FUNC]}[version]
+    assert [d.create for d in found.routines] == routines
+    assert [d.create for d in found.triggers] == ([TRIGGER] if version == "25.3" else [])
+    assert [d.create for d in found.views] == VIEW_CREATES
+    assert all(p in CARRIED_PRIVILEGES for p in found.privileges)
+    assert 'GRANT SELECT ON TABLE "public"."vx" TO "app_reader";' in found.privileges
+    if version == "25.3":
+        assert found.drops() == DROPS_25_3 and found.creates() == CREATES_25_3
+    # Grants and owners of what is not dropped (tables, schemas, types, f1) stay where they are.
+    assert not any('"parent"' in p or "SCHEMA" in p or "TYPE" in p or "f1" in p for p in found.privileges)
+
+
 def test_cockroachdb_swap_sequence():
-    main, connect, log = recorded()
+    main, connect, log = recorded(version="25.3")
     swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1", DEFERRED,
                        connect)
-    assert log == [
-        ("malbork", CockroachDB.VIEWS_SQL),
+    assert log[0] == ("defaultdb", CockroachDB.ROLES_SQL)  # the tail names roles: checked before anything
+    assert changes(log) == [
+        *[("malbork", sql) for sql in DROPS_25_3],
+        ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_pre_restore_1"'),
+        *[("malbork_pre_restore_1", sql) for sql in CREATES_25_3],
+        ("defaultdb", 'ALTER DATABASE "malbork_restoring_1" RENAME TO "malbork"'),
+        *[("malbork", sql) for sql in DEFERRED],
+    ]
+
+
+def test_a_live_database_with_views_only_swaps_as_before():
+    main, connect, log = recorded(version="21.2")
+    swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1",
+                       DEFERRED[:2], connect)
+    assert changes(log) == [
         ("malbork", 'DROP MATERIALIZED VIEW IF EXISTS "public"."mv"'),
         ("malbork", 'DROP VIEW IF EXISTS "public"."vx"'),
         ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_pre_restore_1"'),
-        ("malbork_pre_restore_1", 'CREATE VIEW public.vx ("?column?") AS SELECT 1'),
-        ("malbork_pre_restore_1", "CREATE MATERIALIZED VIEW public.mv (x) AS SELECT x FROM public.parent"),
+        *[("malbork_pre_restore_1", sql) for sql in VIEW_CREATES],
+        ('malbork_pre_restore_1', 'GRANT SELECT ON TABLE "public"."vx" TO "app_reader";'),
+        ('malbork_pre_restore_1', 'ALTER MATERIALIZED VIEW "public"."mv" OWNER TO "root";'),
+        ('malbork_pre_restore_1', 'ALTER VIEW "public"."vx" OWNER TO "root";'),
         ("defaultdb", 'ALTER DATABASE "malbork_restoring_1" RENAME TO "malbork"'),
-        ("malbork", DEFERRED[0]),
-        ("malbork", DEFERRED[1]),
+        ("malbork", DEFERRED[0]), ("malbork", DEFERRED[1]),
     ]
 
 
 def test_first_restore_has_no_previous_database_to_keep():
     main, connect, log = recorded()
-    swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", None, DEFERRED, connect)
+    swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", None, DEFERRED[:2], connect)
     assert log == [("defaultdb", 'ALTER DATABASE "malbork_restoring_1" RENAME TO "malbork"'),
                    ("malbork", DEFERRED[0]), ("malbork", DEFERRED[1])]
 
 
-def test_a_failing_restored_view_undoes_every_step():
-    fail = {("malbork", DEFERRED[1]): psycopg.errors.UndefinedTable('relation "public.parent" does not exist')}
-    main, connect, log = recorded(fail)
+def test_a_failing_tail_statement_undoes_every_step_routines_included():
+    failing = DEFERRED[1]
+    fail = {("malbork", failing): psycopg.errors.UndefinedTable('relation "public.parent" does not exist')}
+    main, connect, log = recorded(fail, version="25.3")
     with pytest.raises(DatabaseError, match=r"CREATE MATERIALIZED VIEW.*does not exist.*'malbork' is unchanged"):
         swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1",
                            DEFERRED, connect)
-    undo = log[log.index(("malbork", DEFERRED[1])) + 1:]
-    # The recorded server lists the same two views in "malbork" whichever database has the name.
+    undo = changes(log[log.index(("malbork", failing)) + 1:])
     assert undo == [
-        ("malbork", CockroachDB.VIEWS_SQL),  # the restored views made so far, dropped newest first
-        ("malbork", 'DROP MATERIALIZED VIEW IF EXISTS "public"."mv"'),
-        ("malbork", 'DROP VIEW IF EXISTS "public"."vx"'),
+        # What the tail made so far in the restored database (read again, here the recorded
+        # set), triggers, views and routines, so nothing blocks renaming it back.
+        *[("malbork", sql) for sql in DROPS_25_3],
         ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_restoring_1"'),
-        ("malbork_pre_restore_1", CockroachDB.VIEWS_SQL),  # the rebuilt views of the kept copy (none recorded)
+        *[("malbork_pre_restore_1", sql) for sql in DROPS_25_3],  # the kept copy's, as re-created
         ("defaultdb", 'ALTER DATABASE "malbork_pre_restore_1" RENAME TO "malbork"'),
-        ("malbork", CockroachDB.VIEWS_SQL),  # which of the live views are missing, to create them again
+        # The recorded server still lists every object in "malbork", so none is missing: the
+        # grants and owners run again (they are idempotent).
+        *[("malbork", sql) for sql in CARRIED_PRIVILEGES],
     ]
 
 
-def test_a_failed_undo_is_reported_not_hidden():
+def test_dependents_a_drop_left_behind_are_created_again():
+    kept = swap_views.Dependents([swap_views.Dependent("CREATE FUNCTION f", "DROP FUNCTION f")],
+                                 [swap_views.Dependent("CREATE TRIGGER t", "DROP TRIGGER t ON x")],
+                                 [swap_views.Dependent("CREATE VIEW v", "DROP VIEW v")], ["GRANT g"])
+    present = swap_views.Dependents([kept.routines[0]], [], [])
+    assert kept.missing_from(present) == ["CREATE TRIGGER t", "CREATE VIEW v", "GRANT g"]
+
+
+def test_a_failed_undo_stops_there_and_says_what_to_do_by_hand():
     fail = {("malbork", DEFERRED[1]): psycopg.errors.UndefinedTable("no parent"),
             ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_restoring_1"'):
                 psycopg.errors.InsufficientPrivilege("denied")}
-    main, connect, log = recorded(fail)
-    with pytest.raises(DatabaseError, match=r"undoing the swap failed too \(undoing renaming .*denied.*by hand"):
+    main, connect, log = recorded(fail, version="25.3")
+    with pytest.raises(DatabaseError) as err:
         swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1",
                            DEFERRED, connect)
+    text = str(err.value)
+    assert "undoing the swap failed too (undoing renaming 'malbork_restoring_1' to 'malbork': denied)" in text
+    steps = [text.index(f"({i}) ") for i in range(1, 5)]
+    assert steps == sorted(steps)
+    assert '(1) ALTER DATABASE "malbork" RENAME TO "malbork_restoring_1";' in text
+    assert "(2) in 'malbork_pre_restore_1', drop its triggers, views and functions or procedures" in text
+    assert '(3) ALTER DATABASE "malbork_pre_restore_1" RENAME TO "malbork";' in text
+    assert "(4) in 'malbork', run those of the statements logged as" in text
+    # Nothing after the failed undo ran: the name 'malbork' still belongs to the restored database.
+    assert log[-1] == ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_restoring_1"')
+
+
+# SHOW ROLES as logic test `role` shows it (username, options, member_of; `public` is no row
+# of it): cockroachdb/cockroach pkg/sql/logictest/testdata/logic_test/role @
+# c7455e4e05711164e0cad76c6e01275359b01845, which also shows a GRANT to a missing role failing
+# ("role/user unknownuser does not exist"); SHOW ROLES reads system.users
+# (pkg/sql/delegate/show_roles.go @ 29958d8db920745e30901805ed1e91ab6a58fc6f).
+ROLES = [("admin",), ("app_owner",), ("app_reader",), ("app_writer",), ("root",)]
+
+
+def test_a_tail_naming_a_missing_role_is_refused_before_any_rename():
+    tail = DEFERRED + ['GRANT SELECT ON TABLE "public"."parent" TO "ghost";', 'ALTER TABLE "public"."t" OWNER TO Other;']
+    main, connect, log = recorded(version="25.3")
+    with pytest.raises(DatabaseError, match=r"roles this cluster does not have: ghost, other; create them.*"
+                                            r"'malbork' is unchanged"):
+        swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1",
+                           tail, connect)
+    assert log == [("defaultdb", CockroachDB.ROLES_SQL)]
+
+
+def test_roles_that_cannot_be_listed_leave_the_check_to_the_tail(capsys):
+    fail = {("defaultdb", CockroachDB.ROLES_SQL): psycopg.errors.InsufficientPrivilege("no SELECT on system.users")}
+    main, connect, log = recorded(fail, version="21.2")
+    swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", None, DEFERRED, connect)
+    assert "cannot list the cluster's roles" in capsys.readouterr().out
+    assert changes(log)[-1] == ("malbork", DEFERRED[-1])
+
+
+def test_roles_named_by_grants_and_owners():
+    assert swap_views.named_roles([
+        'GRANT SELECT ON TABLE "public"."t" TO "app_reader";', "GRANT USAGE ON SCHEMA \"public\" TO PUBLIC;",
+        'ALTER FUNCTION public.f OWNER TO "Odd ""x""";', "ALTER TABLE t OWNER TO Mixed;",
+        "GRANT EXECUTE ON FUNCTION public.f TO public", "CREATE VIEW v AS SELECT 'GRANT x TO y'",
+    ]) == {"app_reader", 'Odd "x"', "mixed"}
+
+
+def test_triggers_and_overloaded_routines_are_dropped_by_their_own_names():
+    assert swap_views.trigger_dependent(TRIGGER).drop == "DROP TRIGGER IF EXISTS t1_trigger ON public.parent"
+    odd = ('CREATE TRIGGER "On Update" BEFORE UPDATE OF a, "on" ON sc1."Odd ""Name"" x" FOR EACH ROW '
+           "EXECUTE FUNCTION sc1.f()")
+    assert swap_views.trigger_dependent(odd).drop == 'DROP TRIGGER IF EXISTS "On Update" ON sc1."Odd ""Name"" x"'
+    with pytest.raises(DatabaseError, match="unexpected trigger definition"):
+        swap_views.trigger_dependent("CREATE TRIGGER")
+    f = dc.parse_routine(100121, F)
+    g = dc.parse_routine(100125, "CREATE FUNCTION public.f(IN a INT8, IN b STRING DEFAULT ')')\n RETURNS INT8")
+    one = dc.parse_routine(100122, PROCEDURE)
+    assert [d.drop for d in swap_views.routine_dependents([f, g, one], [f, g, one])] == [
+        "DROP FUNCTION IF EXISTS public.f(IN a public.mood)",
+        "DROP FUNCTION IF EXISTS public.f(IN a INT8, IN b STRING DEFAULT ')')",
+        "DROP PROCEDURE IF EXISTS public.double_triple",
+    ]
 
 
 # --- the same sequence, live on PostgreSQL ----------------------------------------------------

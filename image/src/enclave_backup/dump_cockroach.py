@@ -227,10 +227,13 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     write_statements(write, "identity columns generated always again", set_generated(always, "ALWAYS"))
     write_statements(write, "foreign keys", constraints)
     write_statements(write, "routines", [r.create for r in routines if r not in called])
-    triggers = unqualify(first_column(conn, TRIGGERS_SQL), database) if version >= TRIGGERS_VERSION else []
-    write_statements(write, "triggers", triggers)
+    write_statements(write, "triggers", trigger_statements(conn, version, database))
     # Created after the data, a materialized view is filled by its CREATE; no REFRESH needed.
     write_statements(write, "views", views)
+    overloaded = overloaded_names(routines)
+    if overloaded:
+        log.get().warning("grants and owners of overloaded routines are not in the backup: "
+                          "set them again after a restore", routines=overloaded)
     targets = routine_targets(routines)
     grants = grant_statements(conn, targets, version >= GRANT_ON_SEQUENCE_VERSION)
     owners = owner_statements(conn, targets, types)
@@ -521,29 +524,31 @@ def read_routines(conn: psycopg.Connection, version: tuple[int, int], database: 
     rows = conn.execute(FUNCTIONS_SQL).fetchall() if version >= ROUTINES_VERSION else []
     if version >= PROCEDURES_VERSION:
         rows += conn.execute(PROCEDURES_SQL).fetchall()
-    routines = []
-    for routine_id, create in sorted(rows, key=lambda row: int(row[0])):
-        create = unqualify([create], database)[0]
-        head = _ROUTINE_HEAD.match(create)
-        if not head:
-            raise DatabaseError(f"unexpected routine definition from the server: {one_line(create)[:120]!r}")
-        routines.append(Routine(int(routine_id) + ROUTINE_OID_OFFSET, head.group(1).upper(), head.group(2), create))
-    return routines
+    return [parse_routine(int(routine_id) + ROUTINE_OID_OFFSET, unqualify([create], database)[0])
+            for routine_id, create in sorted(rows, key=lambda row: int(row[0]))]
+
+
+def parse_routine(oid: int, create: str) -> Routine:
+    head = _ROUTINE_HEAD.match(create)
+    if not head:
+        raise DatabaseError(f"unexpected routine definition from the server: {one_line(create)[:120]!r}")
+    return Routine(oid, head.group(1).upper(), head.group(2), create)
+
+
+def trigger_statements(conn: psycopg.Connection, version: tuple[int, int], database: str) -> list[str]:
+    return unqualify(first_column(conn, TRIGGERS_SQL), database) if version >= TRIGGERS_VERSION else []
+
+
+def overloaded_names(routines: list[Routine]) -> list[str]:
+    """Routine names with several argument lists: GRANT, ALTER and DROP need the list to name one."""
+    names = [r.name for r in routines]
+    return sorted({name for name in names if names.count(name) > 1})
 
 
 def routine_targets(routines: list[Routine]) -> dict[int, str]:
-    """`FUNCTION schema.name` by OID, for routines whose name is not overloaded.
-
-    Without an argument list the name must be unique; an overloaded one is named in a warning.
-    """
-    counts: dict[str, int] = {}
-    for r in routines:
-        counts[r.name] = counts.get(r.name, 0) + 1
-    overloaded = sorted(name for name, n in counts.items() if n > 1)
-    if overloaded:
-        log.get().warning("grants and owners of overloaded routines are not in the backup: "
-                          "set them again after a restore", routines=overloaded)
-    return {r.oid: f"{r.kind} {r.name}" for r in routines if counts[r.name] == 1}
+    """`FUNCTION schema.name` by OID, for routines whose name is not overloaded."""
+    overloaded = set(overloaded_names(routines))
+    return {r.oid: f"{r.kind} {r.name}" for r in routines if r.name not in overloaded}
 
 
 def qualified(schema: str, name: str) -> str:
@@ -560,6 +565,16 @@ _PRIVILEGE = re.compile(r"[A-Z][A-Z_ ]*")
 
 def grant_statements(conn: psycopg.Connection, targets: dict[int, str], on_sequence: bool) -> list[tuple[str, str]]:
     """(GRANT statement, grantee): schemas first, so owners set after them have CREATE there."""
+    return [(grant_sql(target, grantee, privilege), grantee)
+            for target, grantee, privilege in grant_rows(conn, targets, on_sequence)]
+
+
+def grant_sql(target: str, grantee: str, privilege: str) -> str:
+    return f"GRANT {privilege} ON {target} TO {role(grantee)};"
+
+
+def grant_rows(conn: psycopg.Connection, targets: dict[int, str], on_sequence: bool) -> list[tuple[str, str, str]]:
+    """(target as GRANT names it, grantee, privilege) of the database's objects but admin's and root's."""
     grants = []
     for schema, grantee, privilege in conn.execute(SCHEMA_GRANTS_SQL).fetchall():
         grants.append((f"SCHEMA {quote_ident(schema)}", grantee, privilege))
@@ -578,8 +593,7 @@ def grant_statements(conn: psycopg.Connection, targets: dict[int, str], on_seque
     for _, _, privilege in grants:
         if not _PRIVILEGE.fullmatch(privilege):  # written into the script unquoted
             raise DatabaseError(f"unexpected privilege name from the server: {privilege!r}")
-    return [(f"GRANT {privilege} ON {target} TO {role(grantee)};", grantee)
-            for target, grantee, privilege in grants if grantee not in IMPLICIT_GRANTEES]
+    return [grant for grant in grants if grant[1] not in IMPLICIT_GRANTEES]
 
 
 _IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
@@ -594,6 +608,15 @@ def ident(text: str) -> str:
 
 def owner_statements(conn: psycopg.Connection, targets: dict[int, str], types: list[str]) -> list[tuple[str, str]]:
     """(ALTER ... OWNER TO statement, owner) of schemas, the backup's types, relations and routines."""
+    return [(owner_sql(target, owner), owner) for target, owner in owner_rows(conn, targets, types)]
+
+
+def owner_sql(target: str, owner: str) -> str:
+    return f"ALTER {target} OWNER TO {role(owner)};"
+
+
+def owner_rows(conn: psycopg.Connection, targets: dict[int, str], types: list[str]) -> list[tuple[str, str]]:
+    """(target as ALTER names it, owner) of schemas, the given types, relations and routines."""
     owners = [(f"SCHEMA {quote_ident(schema)}", owner) for schema, owner in conn.execute(SCHEMA_OWNERS_SQL).fetchall()]
     created = {(ident(m.group(1)), ident(m.group(2))) for m in map(_TYPE_NAME.match, types) if m}
     # pg_type also lists the implicit array type of each enum and the row type of each table.
@@ -604,4 +627,4 @@ def owner_statements(conn: psycopg.Connection, targets: dict[int, str], types: l
     if targets:
         owners += [(targets[int(oid)], owner) for oid, owner in conn.execute(ROUTINE_OWNERS_SQL).fetchall()
                    if int(oid) in targets]
-    return [(f"ALTER {target} OWNER TO {role(owner)};", owner) for target, owner in owners if owner]
+    return [(target, owner) for target, owner in owners if owner]

@@ -126,8 +126,9 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
         rollback = [sql.rename_sql(live, f"{live}_restored_{stamp}") + ";",
                     sql.rename_sql(kept, live) + ";"]
         if getattr(sql, "defers_views", False):
-            rollback.insert(0, "(CockroachDB renames no database that views depend on: first drop the views of "
-                               "both databases, SHOW CREATE them to re-create them after the renames)")
+            rollback.insert(0, "(CockroachDB renames no database that views or routines depend on: first drop the "
+                               "triggers, views and routines of both databases, SHOW CREATE them to re-create them "
+                               "after the renames)")
     summary = RestoreSummary(
         key, live, restored=True, sha256=manifest.sha256, stored_size=loaded.stored,
         uncompressed_size=loaded.uncompressed, tables=len(manifest.tables), rows=loaded.rows,

@@ -14,6 +14,8 @@ live on PostgreSQL with a PostgreSQL catalog query standing in for the view list
 
 from __future__ import annotations
 
+import re
+
 import psycopg
 import pytest
 
@@ -321,8 +323,12 @@ def test_triggers_and_overloaded_routines_are_dropped_by_their_own_names():
 
 # --- the same sequence, live on PostgreSQL ----------------------------------------------------
 
-class PgViews(CockroachDB):
-    """CockroachDB's swap SQL, with PostgreSQL's catalog answering the view listing."""
+ROLE = "swap_test_reader"
+
+
+class PgDependents(CockroachDB):
+    """CockroachDB's swap SQL, with PostgreSQL's catalog answering the listings; the objects
+    are built by the same code (routine parsing, trigger names, drop statements, grant text)."""
 
     def views(self, conn, database):
         rows = conn.execute(
@@ -332,18 +338,54 @@ class PgViews(CockroachDB):
         return [View(s, n, m, f"CREATE {'MATERIALIZED VIEW' if m else 'VIEW'} {s}.{n} AS {d}")
                 for s, n, m, d in rows]
 
+    def dependents(self, conn, database):
+        rows = conn.execute("SELECT p.oid::int8, pg_get_functiondef(p.oid) FROM pg_proc p "
+                            "WHERE p.pronamespace = 'public'::regnamespace ORDER BY p.oid").fetchall()
+        routines = [dc.parse_routine(oid, create) for oid, create in rows]
+        triggers = [r[0] for r in conn.execute("SELECT pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal "
+                                               "ORDER BY oid").fetchall()]
+        targets = dc.routine_targets(routines)
+        grants = conn.execute("SELECT specific_name, grantee, privilege_type FROM information_schema.routine_privileges "
+                              "WHERE routine_schema = 'public' AND grantee = %s ORDER BY 1", (ROLE,)).fetchall()
+        # Overloaded names have no target: their grants stay behind, as in a backup.
+        privileges = [dc.grant_sql(targets[oid], grantee, privilege) for specific, grantee, privilege in grants
+                      if (oid := int(specific.rsplit("_", 1)[1])) in targets]
+        return swap_views.Dependents(swap_views.routine_dependents(routines, routines),
+                                     [swap_views.trigger_dependent(t) for t in triggers],
+                                     [swap_views.view_dependent(self, v) for v in self.views(conn, database)], privileges)
 
+    def roles(self, conn):
+        return {r[0] for r in conn.execute("SELECT rolname FROM pg_roles").fetchall()}
+
+
+# A function and a procedure that read the table, a trigger running a function, views on both.
+ROUTINES_SQL = [
+    "CREATE FUNCTION total() RETURNS int8 LANGUAGE sql BEGIN ATOMIC SELECT sum(x) FROM parent; END",
+    "CREATE FUNCTION total(factor int8) RETURNS int8 LANGUAGE sql BEGIN ATOMIC SELECT sum(x) * factor FROM parent; END",
+    "CREATE PROCEDURE add_one() LANGUAGE sql BEGIN ATOMIC INSERT INTO parent VALUES (1); END",
+    "CREATE FUNCTION count_insert() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "UPDATE inserts SET n = n + 1; RETURN NEW; END $$",
+    "CREATE TRIGGER parent_counted AFTER INSERT ON parent FOR EACH ROW EXECUTE FUNCTION count_insert()",
+]
 LIVE_SQL = ["CREATE TABLE parent (x int8)", "INSERT INTO parent VALUES (1), (2)",
+            "CREATE TABLE inserts (n int8)", "INSERT INTO inserts VALUES (0)", *ROUTINES_SQL,
             "CREATE VIEW vx AS SELECT x FROM parent", "CREATE VIEW vy AS SELECT x * 10 AS y FROM vx",
-            "CREATE MATERIALIZED VIEW mv AS SELECT sum(x) AS s FROM parent"]
-RESTORED_DEFERRED = ["CREATE VIEW public.vx AS SELECT x FROM public.parent",
+            "CREATE MATERIALIZED VIEW mv AS SELECT total() AS s",
+            f"GRANT EXECUTE ON PROCEDURE add_one() TO {ROLE}"]
+# The restored database's tail, as a backup holds it back.
+RESTORED_DEFERRED = [*[re.sub(r"(?<![\w.])parent\b", "public.parent", s) for s in ROUTINES_SQL],
+                     "CREATE VIEW public.vx AS SELECT x FROM public.parent",
                      "CREATE VIEW public.vy AS SELECT x * 10 AS y FROM public.vx",
-                     "CREATE MATERIALIZED VIEW public.mv AS SELECT sum(x) AS s FROM public.parent"]
+                     "CREATE MATERIALIZED VIEW public.mv AS SELECT public.total() AS s",
+                     f'GRANT EXECUTE ON PROCEDURE public.add_one TO "{ROLE}";']
 
 
 @pytest.fixture
 def databases(pg, dbname):
     live, scratch, previous = dbname, f"{dbname}_restoring_1", f"{dbname}_pre_restore_1"
+    with pg.connect() as conn:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE,)).fetchone():
+            conn.execute(f"CREATE ROLE {ROLE}")
     with pg.connect(live) as conn:
         for statement in LIVE_SQL:
             conn.execute(statement)
@@ -351,35 +393,75 @@ def databases(pg, dbname):
     with pg.connect(scratch) as conn:
         conn.execute("CREATE TABLE parent (x int8)")
         conn.execute("INSERT INTO parent VALUES (40), (50), (60)")
-    return live, scratch, previous
+        conn.execute("CREATE TABLE inserts (n int8)")
+        conn.execute("INSERT INTO inserts VALUES (100)")
+    yield live, scratch, previous
+    for database in (live, scratch, previous):
+        if database in pg.databases():
+            with pg.connect(database) as conn:
+                conn.execute(f"DROP OWNED BY {ROLE}")
+    with pg.connect() as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {ROLE}")
 
 
-def state(pg, database: str) -> tuple:
+def state(pg, database: str) -> dict:
+    """What the database's views, routines and trigger answer, and who may run what."""
     with pg.connect(database) as conn:
         views = [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relkind IN ('v', 'm') "
                                             "AND relnamespace = 'public'::regnamespace ORDER BY relname").fetchall()]
-        if not views:
-            return (views, None, None)
-        return (views, conn.execute("SELECT sum(y) FROM vy").fetchone()[0], conn.execute("SELECT s FROM mv").fetchone()[0])
+        routines = [r[0] for r in conn.execute("SELECT p.oid::regprocedure::text FROM pg_proc p "
+                                               "WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1").fetchall()]
+        if not routines:
+            return {"views": views, "routines": routines}
+        conn.execute("CALL add_one()")  # inserts a row; the trigger counts it
+        return {"views": views, "routines": routines,
+                "answers": conn.execute("SELECT (SELECT sum(y) FROM vy), (SELECT s FROM mv), total(), total(2), "
+                                        "(SELECT n FROM inserts)").fetchone(),
+                # Granted to the role itself (PUBLIC may run any new routine in PostgreSQL).
+                "granted": conn.execute("SELECT count(*) = 1 FROM information_schema.routine_privileges "
+                                        "WHERE grantee = %s AND routine_name = 'add_one'", (ROLE,)).fetchone()[0]}
 
 
-def test_live_swap_carries_the_views_of_both_databases(pg, databases):
+ROUTINE_NAMES = ["add_one()", "count_insert()", "total()", "total(bigint)"]
+
+
+def test_live_swap_carries_views_routines_triggers_and_grants_of_both_databases(pg, databases):
     live, scratch, previous = databases
     with pg.connect() as main:
-        swap_keeping_views(main, PgViews(), live, scratch, previous, RESTORED_DEFERRED, pg.connect)
-    assert state(pg, live) == (["mv", "vx", "vy"], 1500, 150)  # the restored data, through its views
-    assert state(pg, previous) == (["mv", "vx", "vy"], 30, 3)  # the kept copy, views rebuilt on its tables
+        swap_keeping_views(main, PgDependents(), live, scratch, previous, RESTORED_DEFERRED, pg.connect)
+    # The restored data, through its views and routines (add_one() added a 1 first; the trigger counted it).
+    restored = state(pg, live)
+    assert restored["views"] == ["mv", "vx", "vy"] and restored["routines"] == ROUTINE_NAMES
+    assert restored["answers"] == (1510, 150, 151, 302, 101)
+    # The kept copy: routines, trigger, views and the routine's grant rebuilt on its own tables.
+    kept = state(pg, previous)
+    assert kept["views"] == ["mv", "vx", "vy"] and kept["routines"] == ROUTINE_NAMES
+    assert kept["answers"] == (40, 3, 4, 8, 1)
+    assert kept["granted"] is True and restored["granted"] is True
     assert scratch not in pg.databases()
 
 
 def test_live_swap_failure_leaves_the_live_database_as_it_was(pg, databases):
     live, scratch, previous = databases
-    bad = RESTORED_DEFERRED[:2] + ["CREATE MATERIALIZED VIEW public.mv AS SELECT sum(x) AS s FROM public.nope"]
+    bad = RESTORED_DEFERRED[:-2] + ["CREATE MATERIALIZED VIEW public.mv AS SELECT sum(x) AS s FROM public.nope"]
     with pg.connect() as main, pytest.raises(DatabaseError, match=r"(?s)nope.*is unchanged"):
-        swap_keeping_views(main, PgViews(), live, scratch, previous, bad, pg.connect)
-    assert state(pg, live) == (["mv", "vx", "vy"], 30, 3)
-    assert state(pg, scratch) == ([], None, None)  # back under its name, for the restore to drop
+        swap_keeping_views(main, PgDependents(), live, scratch, previous, bad, pg.connect)
+    before = state(pg, live)
+    assert before["views"] == ["mv", "vx", "vy"] and before["routines"] == ROUTINE_NAMES
+    assert before["answers"] == (40, 3, 4, 8, 1)  # its own data, its trigger firing again
+    assert before["granted"] is True  # the grant came back with the procedure
+    # The restored database is back under its name, with none of the tail, for the restore to drop.
+    assert state(pg, scratch) == {"views": [], "routines": []}
     assert previous not in pg.databases()
+
+
+def test_live_swap_refuses_a_tail_naming_a_missing_role_before_renaming(pg, databases):
+    live, scratch, previous = databases
+    tail = RESTORED_DEFERRED + ['GRANT SELECT ON TABLE "public"."parent" TO "swap_test_nobody";']
+    with pg.connect() as main, pytest.raises(DatabaseError, match=r"does not have: swap_test_nobody.*is unchanged"):
+        swap_keeping_views(main, PgDependents(), live, scratch, previous, tail, pg.connect)
+    assert state(pg, live)["answers"] == (40, 3, 4, 8, 1)
+    assert scratch in pg.databases() and previous not in pg.databases()
 
 
 def test_rename_waits_out_a_session_that_is_still_closing(pg, databases, monkeypatch):
@@ -388,7 +470,7 @@ def test_rename_waits_out_a_session_that_is_still_closing(pg, databases, monkeyp
     holder = pg.connect(scratch)
     try:
         with pg.connect() as main, pytest.raises(psycopg.errors.ObjectInUse):
-            swap_views.rename(main, PgViews(), scratch, f"{scratch}_x")
+            swap_views.rename(main, PgDependents(), scratch, f"{scratch}_x")
     finally:
         holder.close()
 

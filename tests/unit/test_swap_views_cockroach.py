@@ -8,8 +8,17 @@ crdb_internal.create_statements ("CREATE and ALTER statements for all tables acc
 by current user in current database", descriptor_type 'view', schema_name;
 pkg/sql/crdb_internal.go @ adc84745e4e107a73a1fd4b596c724a08165c34e).
 
+From 22.2 a routine that reads a table blocks the rename too (cockroachdb/cockroach PR
+#87203, "check udf dependencies before renaming a db"), so the swap also carries the live
+database's routines and triggers, read with the dump's own queries (sources in
+tests/unit/crdb_recorded/routines_grants.py), and drops them by name: `DROP TRIGGER name ON
+table` (cockroachdb/docs src/current/v25.3/drop-trigger.md @
+b3169d39d1b5839fcb0825f9a73b18a8d67bcbf8), `DROP PROCEDURE name` (src/current/v23.2/drop-procedure.md
+@ 1fa07eb8d4247879aabc7706472af8081847c4ed, an optional parameter list), `DROP FUNCTION f`
+(logic test triggers @ 54924c4f8f906a17d64d2c1325806f83cd1c807d).
+
 The statement sequence is checked against recorded answers, and the same sequence runs
-live on PostgreSQL with a PostgreSQL catalog query standing in for the view listing.
+live on PostgreSQL with PostgreSQL catalog queries standing in for the listings.
 """
 
 from __future__ import annotations
@@ -147,12 +156,12 @@ CARRIED_PRIVILEGES = [
     'ALTER FUNCTION public.trigger_func OWNER TO "root";',
 ]
 DROPS_25_3 = [
-    "DROP TRIGGER IF EXISTS t1_trigger ON public.parent",
+    "DROP TRIGGER t1_trigger ON public.parent",
     'DROP MATERIALIZED VIEW IF EXISTS "public"."mv"',
     'DROP VIEW IF EXISTS "public"."vx"',
-    "DROP FUNCTION IF EXISTS public.trigger_func",
-    "DROP PROCEDURE IF EXISTS public.double_triple",
-    "DROP FUNCTION IF EXISTS public.f",
+    "DROP FUNCTION public.trigger_func",
+    "DROP PROCEDURE public.double_triple",
+    "DROP FUNCTION public.f",
 ]
 CREATES_25_3 = [F, PROCEDURE, TRIGGER_FUNC, TRIGGER, *VIEW_CREATES, *CARRIED_PRIVILEGES]
 
@@ -305,19 +314,19 @@ def test_roles_named_by_grants_and_owners():
 
 
 def test_triggers_and_overloaded_routines_are_dropped_by_their_own_names():
-    assert swap_views.trigger_dependent(TRIGGER).drop == "DROP TRIGGER IF EXISTS t1_trigger ON public.parent"
+    assert swap_views.trigger_dependent(TRIGGER).drop == "DROP TRIGGER t1_trigger ON public.parent"
     odd = ('CREATE TRIGGER "On Update" BEFORE UPDATE OF a, "on" ON sc1."Odd ""Name"" x" FOR EACH ROW '
            "EXECUTE FUNCTION sc1.f()")
-    assert swap_views.trigger_dependent(odd).drop == 'DROP TRIGGER IF EXISTS "On Update" ON sc1."Odd ""Name"" x"'
+    assert swap_views.trigger_dependent(odd).drop == 'DROP TRIGGER "On Update" ON sc1."Odd ""Name"" x"'
     with pytest.raises(DatabaseError, match="unexpected trigger definition"):
         swap_views.trigger_dependent("CREATE TRIGGER")
     f = dc.parse_routine(100121, F)
     g = dc.parse_routine(100125, "CREATE FUNCTION public.f(IN a INT8, IN b STRING DEFAULT ')')\n RETURNS INT8")
     one = dc.parse_routine(100122, PROCEDURE)
     assert [d.drop for d in swap_views.routine_dependents([f, g, one], [f, g, one])] == [
-        "DROP FUNCTION IF EXISTS public.f(IN a public.mood)",
-        "DROP FUNCTION IF EXISTS public.f(IN a INT8, IN b STRING DEFAULT ')')",
-        "DROP PROCEDURE IF EXISTS public.double_triple",
+        "DROP FUNCTION public.f(IN a public.mood)",
+        "DROP FUNCTION public.f(IN a INT8, IN b STRING DEFAULT ')')",
+        "DROP PROCEDURE public.double_triple",
     ]
 
 

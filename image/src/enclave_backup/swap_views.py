@@ -119,14 +119,14 @@ def trigger_dependent(create: str) -> Dependent:
     match = _TRIGGER.match(create)
     if not match:
         raise DatabaseError(f"unexpected trigger definition from the server: {' '.join(create.split())[:120]!r}")
-    return Dependent(create, f"DROP TRIGGER IF EXISTS {match.group(1)} ON {match.group(2)}")
+    return Dependent(create, f"DROP TRIGGER {match.group(1)} ON {match.group(2)}")
 
 
 def routine_dependents(routines: list, carried: list) -> list[Dependent]:
     """`carried` of `routines` (dump_cockroach.Routine); an overloaded name is dropped with its parameters."""
     from .dump_cockroach import overloaded_names
     overloaded = set(overloaded_names(routines))
-    return [Dependent(r.create, f"DROP {r.kind} IF EXISTS {r.name}" + (parameters(r.create) if r.name in overloaded else ""))
+    return [Dependent(r.create, f"DROP {r.kind} {r.name}" + (parameters(r.create) if r.name in overloaded else ""))
             for r in carried]
 
 

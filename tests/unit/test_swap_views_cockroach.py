@@ -305,6 +305,23 @@ def test_roles_that_cannot_be_listed_leave_the_check_to_the_tail(capsys):
     assert changes(log)[-1] == ("malbork", DEFERRED[-1])
 
 
+def test_a_grant_to_a_missing_role_that_slipped_past_the_check_is_undone_routines_first():
+    # The restore user may not read system.users; then the GRANT itself fails after the rename
+    # ("role/user ghost does not exist", logic test role above) and the routines and trigger the
+    # tail created are dropped before the restored database is renamed back.
+    grant = 'GRANT SELECT ON TABLE "public"."parent" TO "ghost";'
+    tail = [F, TRIGGER_FUNC, TRIGGER, grant]
+    fail = {("defaultdb", CockroachDB.ROLES_SQL): psycopg.errors.InsufficientPrivilege("no SELECT on system.users"),
+            ("malbork", grant): psycopg.errors.UndefinedObject("role/user ghost does not exist")}
+    main, connect, log = recorded(fail, version="25.3")
+    with pytest.raises(DatabaseError, match=r"ghost does not exist.*'malbork' is unchanged"):
+        swap_keeping_views(main, CockroachDB(), "malbork", "malbork_restoring_1", "malbork_pre_restore_1", tail, connect)
+    undo = changes(log[log.index(("malbork", grant)) + 1:])
+    assert undo[:len(DROPS_25_3) + 1] == [*[("malbork", sql) for sql in DROPS_25_3],
+                                          ("defaultdb", 'ALTER DATABASE "malbork" RENAME TO "malbork_restoring_1"')]
+    assert undo[-len(CARRIED_PRIVILEGES) - 1] == ("defaultdb", 'ALTER DATABASE "malbork_pre_restore_1" RENAME TO "malbork"')
+
+
 def test_roles_named_by_grants_and_owners():
     assert swap_views.named_roles([
         'GRANT SELECT ON TABLE "public"."t" TO "app_reader";', "GRANT USAGE ON SCHEMA \"public\" TO PUBLIC;",

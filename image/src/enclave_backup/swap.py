@@ -1,8 +1,8 @@
 """Database-level SQL of the restore, per engine: create, rename, drop, comment, sessions.
 
 PostgreSQL and CockroachDB differ here: CockroachDB drops with CASCADE, has no
-template databases or advisory locks, cannot rename a database that views depend on
-(see swap_views.py), and cannot tell which database a session uses.
+template databases or advisory locks, cannot rename a database that views or routines
+depend on (see swap_views.py), and cannot tell which database a session uses.
 """
 
 from __future__ import annotations

@@ -166,7 +166,7 @@ def named_roles(statements: list[str]) -> set[str]:
 
 
 class Steps:
-    """Run steps in order; undo() runs the undo of every completed step, newest first."""
+    """Run steps in order; undo() undoes the completed ones, newest first."""
 
     def __init__(self) -> None:
         self.done: list[tuple[str, Callable[[], None], str]] = []

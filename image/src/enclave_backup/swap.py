@@ -213,8 +213,9 @@ class CockroachDB:
             relations = dc.split_views(creates)[0]
             carried = [r for r in routines if not r.called_by(relations)]
         triggers = dc.trigger_statements(conn, version, database)
-        kept = {oid: target for oid, target in dc.routine_targets(routines).items()
-                if oid in {r.oid for r in carried}}
+        # Unique names among all routines: a name overloaded by a routine that stays is no target.
+        carried_oids = {r.oid for r in carried}
+        kept = {oid: target for oid, target in dc.routine_targets(routines).items() if oid in carried_oids}
         grant_targets = set(kept.values()) | {f"TABLE {dc.qualified(v.schema, v.name)}" for v in views}
         owner_targets = set(kept.values()) | {
             f"{'MATERIALIZED VIEW' if v.materialized else 'VIEW'} {dc.qualified(v.schema, v.name)}" for v in views}

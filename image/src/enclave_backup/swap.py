@@ -221,8 +221,8 @@ class CockroachDB:
             f"{'MATERIALIZED VIEW' if v.materialized else 'VIEW'} {dc.qualified(v.schema, v.name)}" for v in views}
         privileges = []
         if grant_targets:
-            privileges = [dc.grant_sql(*row) for row in dc.grant_rows(conn, kept, version >= dc.GRANT_ON_SEQUENCE_VERSION)
-                          if row[0] in grant_targets]
+            on_sequence = version >= dc.GRANT_ON_SEQUENCE_VERSION
+            privileges = [dc.grant_sql(*row) for row in dc.grant_rows(conn, kept, on_sequence) if row[0] in grant_targets]
             privileges += [dc.owner_sql(*row) for row in dc.owner_rows(conn, kept, []) if row[0] in owner_targets]
         return Dependents(routine_dependents(routines, carried), [trigger_dependent(t) for t in triggers],
                           [view_dependent(self, v) for v in views], privileges)

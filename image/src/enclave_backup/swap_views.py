@@ -111,7 +111,8 @@ def view_dependent(sql, view: View) -> Dependent:
     return Dependent(view.create, sql.drop_view_sql(view))
 
 
-_TRIGGER = re.compile(rf"(?is)^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+({_IDENT})\s.*?\sON\s+({_IDENT}(?:\.{_IDENT}){{0,2}})\s")
+_TRIGGER = re.compile(rf"(?is)^\s*CREATE\s+(?:OR\s+REPLACE\s+)?TRIGGER\s+({_IDENT})\s.*?"
+                      rf"\sON\s+({_IDENT}(?:\.{_IDENT}){{0,2}})\s")
 
 
 def trigger_dependent(create: str) -> Dependent:
@@ -148,7 +149,8 @@ def parameters(create: str) -> str:
     raise DatabaseError(f"unexpected routine definition: {' '.join(create.split())[:120]!r}")
 
 
-_ROLE_AT_END = re.compile(r'(?is)^\s*(?:GRANT\s.*\sTO|ALTER\s.*\sOWNER\s+TO)\s+("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)\s*;?\s*$')
+_ROLE_AT_END = re.compile(r'(?is)^\s*(?:GRANT\s.*\sTO|ALTER\s.*\sOWNER\s+TO)\s+'
+                          r'("(?:[^"]|"")+"|[a-z_][a-z0-9_$]*)\s*;?\s*$')
 
 
 def named_roles(statements: list[str]) -> set[str]:
@@ -215,7 +217,8 @@ def swap_keeping_views(conn, sql, live: str, scratch: str, previous: str | None,
                       lambda: run_in(connect, live, kept.missing_from(dependents_of(sql, connect, live))),
                       partial=True,
                       by_hand=f"in {live!r}, run those of the statements logged as \"recorded the live database's "
-                              "triggers, views and routines\" whose objects are missing, then its GRANT and ALTER lines")
+                              "triggers, views and routines\" whose objects are missing, then its GRANT and ALTER "
+                              "lines")
             steps.run(f"renaming {live!r} to {previous!r}", lambda: rename(conn, sql, live, previous),
                       lambda: rename(conn, sql, previous, live), by_hand=sql.rename_sql(previous, live) + ";")
             steps.run(f"creating the triggers, views and routines of {previous!r}",

@@ -1,4 +1,4 @@
-"""The restore swap that carries views across the renames CockroachDB refuses while views exist.
+"""The restore swap that carries views, routines and triggers across the renames CockroachDB refuses while they exist.
 
 CockroachDB: `ALTER DATABASE ... RENAME` fails while a view depends on one of the
 database's tables (pkg/sql/rename_database.go @ 548e61c8d9e38d46531c0d9f0b3e885d8a8245c9,

@@ -29,6 +29,7 @@ def recorded(name: str) -> dict:
 CATALOG = recorded("catalog")
 DATA = recorded("data_rows")
 V21 = recorded("legacy_v21_2")
+ROUTINES = recorded("routines_grants")
 
 
 class FakeResult:
@@ -97,6 +98,17 @@ class FakeCockroach:
             dc.COLUMNS_SQL: CATALOG["COLUMNS"],
             dc.SEQUENCES_SQL: CATALOG["SEQUENCES"],
             dc.GC_TTL_SQL.format('"malbork"'): self.zone,
+            dc.FUNCTIONS_SQL: ROUTINES["FUNCTION_STATEMENTS"],
+            dc.PROCEDURES_SQL: ROUTINES["PROCEDURE_STATEMENTS"],
+            dc.TRIGGERS_SQL: ROUTINES["TRIGGER_STATEMENTS"],
+            dc.SCHEMA_GRANTS_SQL: ROUTINES["SCHEMA_PRIVILEGES"],
+            dc.TABLE_GRANTS_SQL: ROUTINES["TABLE_PRIVILEGES"],
+            dc.TYPE_GRANTS_SQL: ROUTINES["TYPE_PRIVILEGES"],
+            dc.ROUTINE_GRANTS_SQL: ROUTINES["ROUTINE_GRANTS"],
+            dc.SCHEMA_OWNERS_SQL: ROUTINES["SCHEMA_OWNERS"],
+            dc.TYPE_OWNERS_SQL: ROUTINES["TYPE_OWNERS"],
+            dc.RELATION_OWNERS_SQL: ROUTINES["RELATION_OWNERS"],
+            dc.ROUTINE_OWNERS_SQL: ROUTINES["ROUTINE_OWNERS"],
             **self.legacy,
         }
         if sql in answers:
@@ -602,3 +614,210 @@ def test_data_replays_in_postgresql_through_the_restore_splitter(pg, dbname):
         for statement in statements:
             conn.execute(statement.sql)
     assert replayed(pg, dbname) == (EXPECTED_ODD_ROWS, EXPECTED_DOCS)
+
+
+# --- routines, triggers, grants, owners ----------------------------------------------------
+# Recorded answers and their sources: tests/unit/crdb_recorded/routines_grants.py.
+
+@pytest.mark.parametrize(("version", "expected"), [
+    ("21.2", []), ("22.2", [dc.FUNCTIONS_SQL]), ("23.1", [dc.FUNCTIONS_SQL]),
+    ("24.1", [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL]), ("25.2", [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL]),
+    ("25.3", [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL, dc.TRIGGERS_SQL]),
+])
+def test_routine_and_trigger_catalogs_are_read_only_where_the_version_has_them(version, expected):
+    # One failing query aborts the AS OF SYSTEM TIME transaction, so nothing is probed:
+    # functions 22.2+, procedures 23.2+, crdb_internal.create_trigger_statements 25.3+.
+    conn = server(version)
+    script, _, _ = dump(conn)
+    sent = [sql for _, _, sql in conn.log]
+    routine_reads = [dc.FUNCTIONS_SQL, dc.PROCEDURES_SQL, dc.TRIGGERS_SQL]
+    assert [sql for sql in routine_reads if sql in sent] == expected
+    # Routine grants and owners are asked for only when there are routines.
+    assert (dc.ROUTINE_GRANTS_SQL in sent) == (dc.ROUTINE_OWNERS_SQL in sent) == bool(expected)
+    assert ("CREATE FUNCTION public.f(" in script) == bool(expected)
+    assert ("CREATE PROCEDURE" in script) == (dc.PROCEDURES_SQL in expected)
+    assert ("CREATE TRIGGER" in script) == (dc.TRIGGERS_SQL in expected)
+
+
+def test_tail_order_routines_triggers_views_grants_owners_after_the_data():
+    script, _, _ = dump(server("25.3"))
+    order = [
+        "ALTER TABLE public.full_test VALIDATE CONSTRAINT test_fk;",
+        "-- routines\nCREATE FUNCTION public.f1()",
+        "CREATE FUNCTION public.f(IN a public.mood)",  # creation order: function_id 121
+        "CREATE PROCEDURE public.double_triple(",  # procedure_id 122
+        "CREATE FUNCTION public.trigger_func()",  # function_id 124
+        "CREATE TRIGGER t1_trigger AFTER INSERT ON public.parent FOR EACH ROW EXECUTE FUNCTION public.trigger_func();",
+        "CREATE VIEW public.vx (",
+        "CREATE MATERIALIZED VIEW public.mv",
+        "-- grants\n",
+        'GRANT CREATE ON SCHEMA "sc1" TO "app_owner";',
+        'GRANT SELECT ON TABLE "public"."parent" TO "app_reader";',
+        "-- owners\n",
+        'ALTER SCHEMA "sc1" OWNER TO "app_owner";',
+        'ALTER TABLE "public"."parent" OWNER TO "app_owner";',
+    ]
+    positions = [position(script, needle) for needle in order]
+    assert positions == sorted(positions)
+    # Triggers come after every row: the load does not fire them (as pg_dump does).
+    assert script.rindex("INSERT INTO") < position(script, "CREATE TRIGGER")
+    assert "malbork." not in script.split("-- schemas", 1)[1]
+
+
+def with_table_calling_f1(conn: FakeCockroach) -> FakeCockroach:
+    original = conn.answer
+    conn.answer = lambda sql: ([(ROUTINES["TABLE_CALLING_F1"],)] + original(sql) if sql == dc.SHOW_TABLES_SQL
+                               else original(sql))
+    return conn
+
+
+@pytest.mark.parametrize("version", ["24.1", "25.3"])
+def test_a_routine_a_table_calls_is_created_before_the_tables_and_only_once(version):
+    # A DEFAULT may call a function (logic test udf_in_column_defaults): CREATE TABLE needs it.
+    script, _, _ = dump(with_table_calling_f1(server(version)))
+    assert (position(script, "-- routines the tables call\nCREATE FUNCTION public.f1()")
+            < position(script, "CREATE TABLE public.t1 (") < position(script, "CREATE TABLE public.parent ("))
+    assert script.count("CREATE FUNCTION public.f1()") == 1
+    # The routine that reads a table still waits for the tables.
+    assert script.rindex("CREATE TABLE") < position(script, "CREATE FUNCTION public.f(")
+
+
+def test_routine_called_by_looks_for_a_call_outside_string_literals():
+    f1 = dc.Routine(100120, "FUNCTION", "public.f1", ROUTINES["F1"])
+    assert f1.called_by([ROUTINES["TABLE_CALLING_F1"]])
+    assert not f1.called_by(["CREATE TABLE public.x (\n    n STRING NULL DEFAULT 'public.f1()':::STRING\n);"])
+    assert not f1.called_by(["CREATE TABLE public.x (\n    n INT8 NULL DEFAULT public.f10()\n);"])
+
+
+def test_grants_skip_admin_and_root_name_public_as_the_keyword_and_sequences_as_sequences():
+    script, _, _ = dump(server("25.3"))
+    grants = script.split("-- grants\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert grants == [
+        'GRANT CREATE ON SCHEMA "public" TO PUBLIC;',
+        'GRANT USAGE ON SCHEMA "public" TO PUBLIC;',
+        'GRANT CREATE ON SCHEMA "sc1" TO "app_owner";',
+        'GRANT USAGE ON SCHEMA "sc1" TO "app_reader";',
+        'GRANT SELECT ON TABLE "public"."parent" TO "app_reader";',
+        'GRANT USAGE ON SEQUENCE "public"."s" TO "app_writer";',
+        'GRANT SELECT ON TABLE "public"."vx" TO "app_reader";',
+        'GRANT INSERT ON TABLE "sc1"."Odd ""Name"" x" TO "app_writer";',
+        'GRANT USAGE ON TYPE "public"."mood" TO PUBLIC;',
+        'GRANT USAGE ON TYPE "sc1"."status" TO "app_reader";',
+        'GRANT EXECUTE ON PROCEDURE public.double_triple TO "app_writer";',
+        'GRANT EXECUTE ON FUNCTION public.f TO "app_reader";',
+        'GRANT EXECUTE ON FUNCTION public.f TO PUBLIC;',
+    ]
+    assert ("-- roles the grants and owners below name; each must exist where this is replayed: "
+            "app_owner, app_reader, app_writer, root\n-- grants\n") in script
+
+
+def test_owners_of_schemas_the_backups_types_relations_and_routines():
+    script, _, _ = dump(server("25.3"))
+    owners = script.split("-- owners\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert owners == [
+        'ALTER SCHEMA "sc1" OWNER TO "app_owner";',
+        # pg_type's array types (_mood) and table row types (parent) are not the backup's types.
+        'ALTER TYPE "public"."mood" OWNER TO "root";',
+        'ALTER TYPE "sc1"."status" OWNER TO "app_owner";',
+        'ALTER MATERIALIZED VIEW "public"."mv" OWNER TO "root";',
+        'ALTER TABLE "public"."parent" OWNER TO "app_owner";',
+        'ALTER SEQUENCE "public"."s" OWNER TO "app_owner";',
+        'ALTER VIEW "public"."vx" OWNER TO "root";',
+        'ALTER TABLE "sc1"."Odd ""Name"" x" OWNER TO "app_owner";',
+        'ALTER FUNCTION public.f1 OWNER TO "root";',
+        'ALTER FUNCTION public.f OWNER TO "app_owner";',
+        'ALTER PROCEDURE public.double_triple OWNER TO "root";',
+        'ALTER FUNCTION public.trigger_func OWNER TO "root";',
+    ]
+
+
+def test_before_22_2_grants_and_owners_cover_schemas_tables_and_types():
+    script, _, _ = dump(server("21.2"))
+    assert 'GRANT SELECT ON TABLE "public"."parent" TO "app_reader";' in script
+    assert 'ALTER TYPE "sc1"."status" OWNER TO "app_owner";' in script
+    assert "FUNCTION" not in script.split("-- grants\n", 1)[1]
+    # GRANT ... ON SEQUENCE is documented from 22.2; before, a sequence is granted as a table.
+    assert 'GRANT USAGE ON TABLE "public"."s" TO "app_writer";' in script
+
+
+def test_overloaded_routines_keep_their_definitions_but_lose_grants_and_owners_with_a_warning(capsys):
+    # Without an argument list GRANT and ALTER need a unique name (logic test udf_privileges
+    # grants `test_priv_sc1.test_priv_f3` by name alone).
+    conn = server("25.3")
+    original = conn.answer
+    overload = ROUTINES["F_READS_TABLE"].replace("(IN a malbork.public.mood)", "(IN a INT8)")
+    conn.answer = lambda sql: original(sql) + [(125, overload)] if sql == dc.FUNCTIONS_SQL else original(sql)
+    script, _, _ = dump(conn)
+    assert "CREATE FUNCTION public.f(IN a public.mood)" in script and "CREATE FUNCTION public.f(IN a INT8)" in script
+    assert "ON FUNCTION public.f " not in script and "ALTER FUNCTION public.f OWNER" not in script
+    assert 'GRANT EXECUTE ON PROCEDURE public.double_triple TO "app_writer";' in script
+    out = capsys.readouterr().out
+    assert "overloaded routines" in out and "public.f" in out
+
+
+def test_an_unreadable_routine_definition_stops_the_dump():
+    conn = server("25.3")
+    original = conn.answer
+    conn.answer = lambda sql: [(130, "CREATE FUNCTION f")] if sql == dc.FUNCTIONS_SQL else original(sql)
+    with pytest.raises(DatabaseError, match="unexpected routine definition"):
+        dump(conn)
+
+
+# PostgreSQL stand-ins for the objects the tail names (STRING as a domain, as above).
+PG_OBJECTS = ('CREATE DOMAIN string AS text; CREATE SCHEMA sc1; '
+              "CREATE TYPE public.mood AS ENUM ('happy', 'sad'); "
+              "CREATE TYPE sc1.status AS ENUM ('open', 'closed', 'inactive'); "
+              "CREATE TABLE public.parent (x INT8, y INT8, z INT8); "
+              'CREATE TABLE sc1."Odd ""Name"" x" (id INT8 PRIMARY KEY); '
+              "CREATE SEQUENCE public.s;")
+PG_ROLES = ("app_owner", "app_reader", "app_writer", "root")
+
+
+def test_the_tail_replays_live_in_postgresql_through_psql(pg, dbname):
+    # PostgreSQL takes the same statements: CockroachDB's routine text (INT8, NOT LEAKPROOF,
+    # OUT parameters, PL/pgSQL), CREATE TRIGGER, GRANT ... ON SCHEMA/TABLE/SEQUENCE/TYPE/
+    # FUNCTION/PROCEDURE, ALTER ... OWNER TO; views are left out (they are CockroachDB text).
+    script, _, _ = dump(server("25.3"))
+    tail = script[position(script, "-- routines\n"):]
+    tail = tail.replace(tail[tail.index("-- views\n"):tail.index("-- roles the grants")], "")
+    tail = "\n".join(line for line in tail.splitlines()
+                     if '"vx"' not in line and '"mv"' not in line)  # the views' own grants and owners
+    env = {**pg.env(dbname), "PATH": "/usr/bin:/bin"}
+    with pg.connect() as conn:
+        for name in PG_ROLES:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+                conn.execute(f'CREATE ROLE "{name}"')
+    try:
+        subprocess.run([pg_bin("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1"], input=(PG_OBJECTS + "\n" + tail).encode(),
+                       env=env, check=True, capture_output=True)
+        with pg.connect(dbname) as conn:
+            assert conn.execute("SELECT public.f('happy')").fetchone() == (None,)  # no rows in parent yet
+            assert conn.execute("CALL public.double_triple(2, NULL)").fetchone() == (4, 12)
+            conn.execute("INSERT INTO public.parent (x) VALUES (5)")  # the trigger fires now, after the load
+            assert conn.execute("SELECT public.f('sad')").fetchone() == (5,)
+            assert conn.execute("SELECT tgname FROM pg_trigger WHERE NOT tgisinternal").fetchall() == [("t1_trigger",)]
+            assert conn.execute("SELECT has_table_privilege('app_reader', 'public.parent', 'SELECT'), "
+                                "has_sequence_privilege('app_writer', 'public.s', 'USAGE'), "
+                                "has_function_privilege('app_reader', 'public.f(public.mood)', 'EXECUTE'), "
+                                "has_schema_privilege('app_reader', 'sc1', 'USAGE')").fetchone() == (True,) * 4
+            assert conn.execute("SELECT tableowner FROM pg_tables WHERE tablename = 'parent'").fetchone() == ("app_owner",)
+            assert conn.execute("SELECT pg_get_userbyid(nspowner) FROM pg_namespace WHERE nspname = 'sc1'"
+                                ).fetchone() == ("app_owner",)
+            assert conn.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = 'f'"
+                                ).fetchone() == ("app_owner",)
+    finally:
+        with pg.connect(dbname) as conn:
+            for name in PG_ROLES:
+                conn.execute(f'DROP OWNED BY "{name}" CASCADE')
+        with pg.connect() as conn:
+            for name in PG_ROLES:
+                conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+
+
+def test_a_privilege_name_that_is_not_a_keyword_stops_the_dump():
+    conn = server("24.1")
+    original = conn.answer
+    conn.answer = lambda sql: ([("public", "parent", "app_reader", "SELECT; DROP TABLE x")]
+                               if sql == dc.TABLE_GRANTS_SQL else original(sql))
+    with pytest.raises(DatabaseError, match="unexpected privilege name"):
+        dump(conn)

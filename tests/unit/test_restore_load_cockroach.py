@@ -12,7 +12,7 @@ import hashlib
 from enclave_backup import restore
 from enclave_backup.config import Config
 from enclave_backup.manifest import Manifest
-from enclave_backup.swap_views import is_view_statement
+from enclave_backup.swap_views import HoldBack
 
 SCRIPT = b"""-- enclave-backup dump
 -- engine: cockroachdb
@@ -59,7 +59,7 @@ def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname
                         started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
                         sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
     storage = Storage()
-    loaded = restore.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=is_view_statement)
+    loaded = restore.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=HoldBack())
     # The reader marker that keeps prune away was there while reading, and is gone.
     assert storage.objects == {} and [k.startswith("k.reader-") for k in storage.deleted] == [True]
     assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",

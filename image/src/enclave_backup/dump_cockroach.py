@@ -1,12 +1,15 @@
 """CockroachDB dump: one AS OF SYSTEM TIME snapshot -> a plain SQL script `cockroach sql` replays.
 
-Script order: schemas, types, the tables and sequences of SHOW CREATE ALL TABLES
+Script order: schemas, types, the user-defined routines that table definitions call (a
+DEFAULT or CHECK may call one), the tables and sequences of SHOW CREATE ALL TABLES
 (dependency-ordered by CockroachDB), GENERATED ALWAYS identity columns relaxed to BY DEFAULT
 (24.1+), table data as one-line INSERT batches, sequence values, identity columns ALWAYS
-again, the foreign keys SHOW CREATE ALL TABLES lists as separate ALTER statements, and
-last the views and materialized views. Views come last so a
-restore can create them after the database got its final name: CockroachDB refuses to
-rename a database whose tables a view depends on (pkg/sql/rename_database.go).
+again, the foreign keys SHOW CREATE ALL TABLES lists as separate ALTER statements, and then
+the tail: the other routines (22.2+; procedures 23.2+) in creation order, triggers (25.3+),
+views and materialized views, grants, and owners. Triggers after the data do not fire
+while it loads. The tail comes last so a restore can run it after the database got its
+final name: CockroachDB refuses to rename a database while views or routines depend on its
+tables (pkg/sql/rename_database.go).
 
 Data is never written as COPY: CockroachDB's COPY FROM un-escapes only some types
 (pkg/sql/copy_from.go), so BYTES and JSONB values would not survive COPY text.
@@ -37,6 +40,20 @@ HASH_SHARDED_SQL = "SET experimental_enable_hash_sharded_indexes = on;"
 # alter_column_identity @ 0e36b604b60f0ba0053b0eeb1012a812b7651896): GENERATED ALWAYS columns
 # take the backup's values while BY DEFAULT and get ALWAYS back after the data.
 SET_GENERATED_VERSION = (24, 1)
+# User-defined functions (crdb_internal.create_function_statements) from 22.2, stored
+# procedures (crdb_internal.create_procedure_statements) from 23.2; triggers can be read
+# (crdb_internal.create_trigger_statements, what SHOW CREATE ALL TRIGGERS reads) from 25.3.
+ROUTINES_VERSION = (22, 2)
+PROCEDURES_VERSION = (23, 2)
+TRIGGERS_VERSION = (25, 3)
+# A routine's pg_proc OID is its descriptor id plus this (pkg/sql/oidext; udf logic tests).
+ROUTINE_OID_OFFSET = 100000
+# Roles that hold every privilege on every object anyway; granting to them again is noise.
+IMPLICIT_GRANTEES = ("admin", "root")
+# GRANT ... ON SEQUENCE is documented from 22.2 (cockroachdb/docs src/current/v22.2/grant.md @
+# 39514c33e9f864a37eea738f67c41c8c91620896: "database, table, sequence, or function names");
+# before, a sequence is granted as a table.
+GRANT_ON_SEQUENCE_VERSION = (22, 2)
 GC_MARGIN = 0.9  # fail once the dump has used this share of the GC window
 
 SYSTEM_SCHEMAS = ("crdb_internal", "information_schema", "pg_catalog", "pg_extension")
@@ -77,6 +94,47 @@ SEQUENCES_SQL = (
     "SELECT sequence_schema, sequence_name, minimum_value, maximum_value "
     "FROM information_schema.sequences WHERE sequence_catalog = current_database() "
     "ORDER BY sequence_schema, sequence_name")
+
+FUNCTIONS_SQL = (
+    "SELECT function_id, create_statement FROM crdb_internal.create_function_statements "
+    "WHERE database_name = current_database() ORDER BY function_id")
+PROCEDURES_SQL = (
+    "SELECT procedure_id, create_statement FROM crdb_internal.create_procedure_statements "
+    "WHERE database_name = current_database() ORDER BY procedure_id")
+TRIGGERS_SQL = (
+    "SELECT create_statement FROM crdb_internal.create_trigger_statements "
+    "WHERE database_name = current_database() ORDER BY table_id, trigger_id")
+# The information_schema columns SHOW GRANTS itself reads (pkg/sql/delegate/show_grants.go).
+SCHEMA_GRANTS_SQL = (
+    "SELECT table_schema, grantee, privilege_type FROM information_schema.schema_privileges "
+    f"WHERE table_catalog = current_database() AND table_schema NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY table_schema, grantee, privilege_type")
+TABLE_GRANTS_SQL = (
+    "SELECT table_schema, table_name, grantee, privilege_type FROM information_schema.table_privileges "
+    f"WHERE table_catalog = current_database() AND table_schema NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY table_schema, table_name, grantee, privilege_type")
+TYPE_GRANTS_SQL = (
+    "SELECT type_schema, type_name, grantee, privilege_type FROM information_schema.type_privileges "
+    f"WHERE type_catalog = current_database() AND type_schema NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY type_schema, type_name, grantee, privilege_type")
+ROUTINE_GRANTS_SQL = (
+    "SELECT specific_name, grantee, privilege_type FROM information_schema.role_routine_grants "
+    "WHERE routine_catalog = current_database() ORDER BY specific_name, grantee, privilege_type")
+SCHEMA_OWNERS_SQL = (
+    "SELECT nspname, pg_get_userbyid(nspowner) FROM pg_catalog.pg_namespace "
+    f"WHERE nspname NOT IN ('public', {_SYSTEM_SCHEMA_LIST}) AND nspname NOT LIKE 'pg_temp%' ORDER BY nspname")
+TYPE_OWNERS_SQL = (
+    "SELECT n.nspname, t.typname, pg_get_userbyid(t.typowner) FROM pg_catalog.pg_type t "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = t.typnamespace "
+    f"WHERE n.nspname NOT IN ({_SYSTEM_SCHEMA_LIST}) ORDER BY n.nspname, t.typname")
+RELATION_OWNERS_SQL = (
+    "SELECT n.nspname, c.relname, c.relkind, pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    f"WHERE c.relkind IN ('r', 'v', 'm', 'S') AND n.nspname NOT IN ({_SYSTEM_SCHEMA_LIST}) "
+    "ORDER BY n.nspname, c.relname")
+ROUTINE_OWNERS_SQL = (
+    "SELECT oid::INT8, pg_get_userbyid(proowner) FROM pg_catalog.pg_proc "
+    f"WHERE oid::INT8 > {ROUTINE_OID_OFFSET} ORDER BY 1")
 
 GC_TTL_SQL = "SELECT raw_config_sql FROM [SHOW ZONE CONFIGURATION FROM DATABASE {}]"
 VIEW_PREFIXES = ("CREATE VIEW ", "CREATE MATERIALIZED VIEW ", "CREATE OR REPLACE VIEW ")
@@ -145,9 +203,13 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     conn.execute(AOST_SQL.format(timestamp))
     write(header(database, version_text, timestamp, window.ttl))
     write_statements(write, "schemas", schema_statements(conn, version))
-    write_statements(write, "types", unqualify(type_statements(conn, version), database))
+    types = unqualify(type_statements(conn, version), database)
+    write_statements(write, "types", types)
     creates, constraints = split_table_statements(unqualify(first_column(conn, SHOW_TABLES_SQL), database))
     relations, views = split_views(creates)
+    routines = read_routines(conn, version, database)
+    called = [r for r in routines if r.called_by(relations)]
+    write_statements(write, "routines the tables call", [r.create for r in called])
     always = identity_always_columns(relations)
     if version < SET_GENERATED_VERSION:
         warn_unrestorable(always)
@@ -164,8 +226,23 @@ def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[b
     write_statements(write, "sequence values", sequence_statements(conn))
     write_statements(write, "identity columns generated always again", set_generated(always, "ALWAYS"))
     write_statements(write, "foreign keys", constraints)
+    write_statements(write, "routines", [r.create for r in routines if r not in called])
+    write_statements(write, "triggers", trigger_statements(conn, version, database))
     # Created after the data, a materialized view is filled by its CREATE; no REFRESH needed.
     write_statements(write, "views", views)
+    overloaded = overloaded_names(routines)
+    if overloaded:
+        log.get().warning("grants and owners of overloaded routines are not in the backup: "
+                          "set them again after a restore", routines=overloaded)
+    targets = routine_targets(routines)
+    grants = grant_statements(conn, targets, version >= GRANT_ON_SEQUENCE_VERSION)
+    owners = owner_statements(conn, targets, types)
+    roles = sorted({name for _, name in grants + owners if name.lower() != "public"})
+    if roles:
+        write(f"-- roles the grants and owners below name; each must exist where this is replayed: "
+              f"{one_line(', '.join(roles))}\n".encode())
+    write_statements(write, "grants", [sql for sql, _ in grants])
+    write_statements(write, "owners", [sql for sql, _ in owners])
     window.check("the end of the dump")
     conn.rollback()
 
@@ -422,3 +499,132 @@ def sequence_statements(conn: psycopg.Connection) -> list[str]:
             called = "true" if is_called else "false"
             statements.append(f"SELECT setval({quote_literal(qualified)}, {int(last_value)}, {called});")
     return statements
+
+
+_ROUTINE_HEAD = re.compile(
+    r'^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|PROCEDURE)\s+'
+    r'((?:"(?:[^"]|"")+"|[^\s(."]+)\.(?:"(?:[^"]|"")+"|[^\s(."]+))\s*\(', re.I)
+
+
+@dataclass(frozen=True)
+class Routine:
+    oid: int  # descriptor id + ROUTINE_OID_OFFSET, as pg_proc and role_routine_grants name it
+    kind: str  # FUNCTION or PROCEDURE
+    name: str  # schema.name as its CREATE statement writes it
+    create: str
+
+    def called_by(self, relations: list[str]) -> bool:
+        """Does a table's DEFAULT, ON UPDATE, computed column, CHECK or index call it (`schema.name(`)?"""
+        call = re.compile(re.escape(self.name) + r"\s*\(")
+        return any(call.search(_STRING_LITERAL.sub("''", r)) for r in relations)
+
+
+def read_routines(conn: psycopg.Connection, version: tuple[int, int], database: str) -> list[Routine]:
+    """Functions (22.2+) and procedures (23.2+) in creation order: each follows the routines it calls."""
+    rows = conn.execute(FUNCTIONS_SQL).fetchall() if version >= ROUTINES_VERSION else []
+    if version >= PROCEDURES_VERSION:
+        rows += conn.execute(PROCEDURES_SQL).fetchall()
+    return [parse_routine(int(routine_id) + ROUTINE_OID_OFFSET, unqualify([create], database)[0])
+            for routine_id, create in sorted(rows, key=lambda row: int(row[0]))]
+
+
+def parse_routine(oid: int, create: str) -> Routine:
+    head = _ROUTINE_HEAD.match(create)
+    if not head:
+        raise DatabaseError(f"unexpected routine definition from the server: {one_line(create)[:120]!r}")
+    return Routine(oid, head.group(1).upper(), head.group(2), create)
+
+
+def trigger_statements(conn: psycopg.Connection, version: tuple[int, int], database: str) -> list[str]:
+    return unqualify(first_column(conn, TRIGGERS_SQL), database) if version >= TRIGGERS_VERSION else []
+
+
+def overloaded_names(routines: list[Routine]) -> list[str]:
+    """Routine names with several argument lists: GRANT, ALTER and DROP need the list to name one."""
+    names = [r.name for r in routines]
+    return sorted({name for name in names if names.count(name) > 1})
+
+
+def routine_targets(routines: list[Routine]) -> dict[int, str]:
+    """`FUNCTION schema.name` by OID, for routines whose name is not overloaded."""
+    overloaded = set(overloaded_names(routines))
+    return {r.oid: f"{r.kind} {r.name}" for r in routines if r.name not in overloaded}
+
+
+def qualified(schema: str, name: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(name)}"
+
+
+def role(name: str) -> str:
+    """PUBLIC is a keyword, not a role name (quoted, PostgreSQL looks for a role called "public")."""
+    return "PUBLIC" if name.lower() == "public" else quote_ident(name)
+
+
+_PRIVILEGE = re.compile(r"[A-Z][A-Z_ ]*")
+
+
+def grant_statements(conn: psycopg.Connection, targets: dict[int, str], on_sequence: bool) -> list[tuple[str, str]]:
+    """(GRANT statement, grantee): schemas first, so owners set after them have CREATE there."""
+    return [(grant_sql(target, grantee, privilege), grantee)
+            for target, grantee, privilege in grant_rows(conn, targets, on_sequence)]
+
+
+def grant_sql(target: str, grantee: str, privilege: str) -> str:
+    return f"GRANT {privilege} ON {target} TO {role(grantee)};"
+
+
+def grant_rows(conn: psycopg.Connection, targets: dict[int, str], on_sequence: bool) -> list[tuple[str, str, str]]:
+    """(target as GRANT names it, grantee, privilege) of the database's objects but admin's and root's."""
+    grants = []
+    for schema, grantee, privilege in conn.execute(SCHEMA_GRANTS_SQL).fetchall():
+        grants.append((f"SCHEMA {quote_ident(schema)}", grantee, privilege))
+    kinds = {(schema, name): kind for schema, name, kind in conn.execute(RELATIONS_SQL).fetchall()}
+    for schema, name, grantee, privilege in conn.execute(TABLE_GRANTS_SQL).fetchall():
+        keyword = "SEQUENCE" if on_sequence and kinds.get((schema, name)) == "SEQUENCE" else "TABLE"
+        grants.append((f"{keyword} {qualified(schema, name)}", grantee, privilege))
+    for schema, name, grantee, privilege in conn.execute(TYPE_GRANTS_SQL).fetchall():
+        grants.append((f"TYPE {qualified(schema, name)}", grantee, privilege))
+    if targets:
+        for specific, grantee, privilege in conn.execute(ROUTINE_GRANTS_SQL).fetchall():
+            # specific_name is `<name>_<oid>` (logic test udf_privileges).
+            oid = int(specific.rsplit("_", 1)[1])
+            if oid in targets:
+                grants.append((targets[oid], grantee, privilege))
+    for _, _, privilege in grants:
+        if not _PRIVILEGE.fullmatch(privilege):  # written into the script unquoted
+            raise DatabaseError(f"unexpected privilege name from the server: {privilege!r}")
+    return [grant for grant in grants if grant[1] not in IMPLICIT_GRANTEES]
+
+
+_IDENT = r'(?:"(?:[^"]|"")+"|[^\s."(]+)'
+_TYPE_NAME = re.compile(rf'^\s*CREATE\s+TYPE\s+({_IDENT})\.({_IDENT})\s', re.I)
+_RELATION_KEYWORD = {"r": "TABLE", "v": "VIEW", "m": "MATERIALIZED VIEW", "S": "SEQUENCE"}
+
+
+def ident(text: str) -> str:
+    """The name an identifier as SHOW CREATE prints it stands for."""
+    return text[1:-1].replace('""', '"') if text.startswith('"') else text
+
+
+def owner_statements(conn: psycopg.Connection, targets: dict[int, str], types: list[str]) -> list[tuple[str, str]]:
+    """(ALTER ... OWNER TO statement, owner) of schemas, the backup's types, relations and routines."""
+    return [(owner_sql(target, owner), owner) for target, owner in owner_rows(conn, targets, types)]
+
+
+def owner_sql(target: str, owner: str) -> str:
+    return f"ALTER {target} OWNER TO {role(owner)};"
+
+
+def owner_rows(conn: psycopg.Connection, targets: dict[int, str], types: list[str]) -> list[tuple[str, str]]:
+    """(target as ALTER names it, owner) of schemas, the given types, relations and routines."""
+    owners = [(f"SCHEMA {quote_ident(schema)}", owner) for schema, owner in conn.execute(SCHEMA_OWNERS_SQL).fetchall()]
+    created = {(ident(m.group(1)), ident(m.group(2))) for m in map(_TYPE_NAME.match, types) if m}
+    # pg_type also lists the implicit array type of each enum and the row type of each table.
+    owners += [(f"TYPE {qualified(schema, name)}", owner)
+               for schema, name, owner in conn.execute(TYPE_OWNERS_SQL).fetchall() if (schema, name) in created]
+    owners += [(f"{_RELATION_KEYWORD[kind]} {qualified(schema, name)}", owner)
+               for schema, name, kind, owner in conn.execute(RELATION_OWNERS_SQL).fetchall()]
+    if targets:
+        owners += [(targets[int(oid)], owner) for oid, owner in conn.execute(ROUTINE_OWNERS_SQL).fetchall()
+                   if int(oid) in targets]
+    return [(target, owner) for target, owner in owners if owner]

@@ -25,7 +25,7 @@ from .progress import Progress
 from .s3 import Storage, describe_error, utcnow
 from .sqlscript import CopyBlock, Statement, split
 from .swap import Client, dialect, marker, parse_marker
-from .swap_views import is_view_statement, swap_keeping_views
+from .swap_views import HoldBack, swap_keeping_views
 
 READ_CHUNK = 256 * 1024
 STAMP = "%Y%m%d%H%M%S"
@@ -121,7 +121,7 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
         logger.info("scratch database created", scratch=scratch)
         try:
             defers_views = getattr(sql, "defers_views", False)
-            loaded = load(config, storage, key, manifest, scratch, defer=is_view_statement if defers_views else None)
+            loaded = load(config, storage, key, manifest, scratch, defer=HoldBack() if defers_views else None)
             with db.database_errors(scratch, "carrying database-level settings over"):
                 carried = sql.carry_state(conn, scratch, state)
             if carried is not None:
@@ -146,8 +146,9 @@ def run_restore(config: Config, object_key: str = "latest", force: bool | None =
         rollback = [sql.rename_sql(live, derived_name(live, "restored", stamp)) + ";",
                     sql.rename_sql(kept, live) + ";"]
         if getattr(sql, "defers_views", False):
-            rollback.insert(0, "(CockroachDB renames no database that views depend on: first drop the views of "
-                               "both databases, SHOW CREATE them to re-create them after the renames)")
+            rollback.insert(0, "(CockroachDB renames no database that views or routines depend on: first drop the "
+                               "triggers, views and routines of both databases, SHOW CREATE them to re-create them "
+                               "after the renames)")
     summary = RestoreSummary(
         key, live, restored=True, sha256=manifest.sha256, stored_size=loaded.stored,
         uncompressed_size=loaded.uncompressed, tables=len(manifest.tables), rows=loaded.rows,
@@ -365,8 +366,8 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
          defer=None) -> Loaded:
     """Apply the object's script to `scratch`, one statement at a time, stopping at the first error.
 
-    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (view
-    definitions on CockroachDB, created once the database has its final name).
+    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (the tail
+    of a CockroachDB script, views and routines among it, run once the database has its final name).
     """
     logger = log.get()
     loaded = Loaded()

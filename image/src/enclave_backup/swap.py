@@ -1,8 +1,8 @@
 """Database-level SQL of the restore, per engine: create, rename, drop, comment, sessions.
 
 PostgreSQL and CockroachDB differ here: CockroachDB drops with CASCADE, has no
-template databases or advisory locks, cannot rename a database that views depend on
-(see swap_views.py), and cannot tell which database a session uses.
+template databases or advisory locks, cannot rename a database that views or routines
+depend on (see swap_views.py), and cannot tell which database a session uses.
 """
 
 from __future__ import annotations
@@ -129,8 +129,8 @@ class CockroachDB:
     # `postgres` exists on CockroachDB too, for tools that expect it; defaultdb is its own default.
     maintenance_databases = ("defaultdb", "postgres")
     swap_in_transaction = False  # schema changes run one at a time; a failed swap is undone by hand below
-    # Views block ALTER DATABASE ... RENAME: the restore holds back the backup's view
-    # statements and swaps with swap_views.swap_keeping_views.
+    # Views and routines block ALTER DATABASE ... RENAME: the restore holds back the
+    # backup's tail and swaps with swap_views.swap_keeping_views.
     defers_views = True
     # The server cannot say which database a session uses: pg_stat_activity is empty
     # (pkg/sql/pg_catalog.go) and SHOW CLUSTER SESSIONS has no database column. Counting
@@ -196,6 +196,43 @@ class CockroachDB:
     def drop_view_sql(self, view) -> str:
         kind = "MATERIALIZED VIEW" if view.materialized else "VIEW"
         return f"DROP {kind} IF EXISTS {quote_ident(view.schema)}.{quote_ident(view.name)}"
+
+    def dependents(self, conn, database: str):
+        """The views, triggers and routines that block renaming `database`, read with the dump's
+        own queries and version gates, and their grants and owners as the dump writes them.
+
+        Routines a table definition calls stay (a table needs them; they read no table)."""
+        from . import dump_cockroach as dc
+        from .swap_views import Dependents, routine_dependents, trigger_dependent, view_dependent
+        version = dc.parse_version(conn.execute(dc.VERSION_SQL).fetchone()[0])
+        views = self.views(conn, database)
+        routines = dc.read_routines(conn, version, database)
+        carried = []
+        if routines:
+            creates = dc.split_table_statements(dc.unqualify(dc.first_column(conn, dc.SHOW_TABLES_SQL), database))[0]
+            relations = dc.split_views(creates)[0]
+            carried = [r for r in routines if not r.called_by(relations)]
+        triggers = dc.trigger_statements(conn, version, database)
+        # Unique names among all routines: a name overloaded by a routine that stays is no target.
+        carried_oids = {r.oid for r in carried}
+        kept = {oid: target for oid, target in dc.routine_targets(routines).items() if oid in carried_oids}
+        grant_targets = set(kept.values()) | {f"TABLE {dc.qualified(v.schema, v.name)}" for v in views}
+        owner_targets = set(kept.values()) | {
+            f"{'MATERIALIZED VIEW' if v.materialized else 'VIEW'} {dc.qualified(v.schema, v.name)}" for v in views}
+        privileges = []
+        if grant_targets:
+            on_sequence = version >= dc.GRANT_ON_SEQUENCE_VERSION
+            privileges = [dc.grant_sql(*row) for row in dc.grant_rows(conn, kept, on_sequence) if row[0] in grant_targets]
+            privileges += [dc.owner_sql(*row) for row in dc.owner_rows(conn, kept, []) if row[0] in owner_targets]
+        return Dependents(routine_dependents(routines, carried), [trigger_dependent(t) for t in triggers],
+                          [view_dependent(self, v) for v in views], privileges)
+
+    # `SHOW ROLES` lists every role and user of the cluster from system.users (username,
+    # options, member_of); `public` is no row of it.
+    ROLES_SQL = "SELECT username FROM [SHOW ROLES]"
+
+    def roles(self, conn) -> set[str]:
+        return {row[0] for row in conn.execute(self.ROLES_SQL).fetchall()}
 
 
 def dialect(engine: str):

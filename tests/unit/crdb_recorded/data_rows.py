@@ -22,6 +22,7 @@ VERSIONS = {
     "23.1": "CockroachDB CCL v23.1.11 (x86_64-pc-linux-gnu, built 2023/09/27 20:08:41, go1.19.10)",
     "24.1": "CockroachDB CCL v24.1.0 (x86_64-pc-linux-gnu, built 2024/05/15 21:28:29, go1.22.2)",
     "25.2": "CockroachDB CCL v25.2.0 (x86_64-pc-linux-gnu, built 2025/05/12 14:01:37, go1.23.7 X:nocoverageredesign)",
+    "25.3": "CockroachDB CCL v25.3.0 (x86_64-pc-linux-gnu, built 2025/08/11 17:52:10, go1.23.7 X:nocoverageredesign)",
 }
 TIMESTAMP = "1695846521123456789.0000000003"
 

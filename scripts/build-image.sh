@@ -52,7 +52,9 @@ if [[ -n "${PIP_CERT:-}" && -f "${PIP_CERT}" ]]; then
   ca_args=(--volume "${PIP_CERT}:/etc/pip-ca.crt:ro" --build-arg PIP_CERT=/etc/pip-ca.crt)
 fi
 
-podman build --pull=never --network host "${ca_args[@]}" -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
+# Cached layers are reused, except the security-update layer on the first build of each day.
+podman build --pull=never --network host --layers "${ca_args[@]}" --build-arg "UPDATES_DAY=$(date -u +%F)" \
+  -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
 
 # Smoke test: runs as the numeric user with a read-only root filesystem.
 podman run --rm --network none --read-only --tmpfs /tmp "${tag}" --help >/dev/null

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of everything the tests, the demo and the benchmark need:
-# Debian packages, a virtualenv with pinned packages, and the pinned Helm binaries.
+# Debian packages (PostgreSQL, Ceph RGW, podman), a virtualenv with pinned packages, and the
+# pinned Helm binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -17,6 +18,11 @@ command -v ceph-mon >/dev/null || missing+=(ceph-mon)
 command -v ceph-osd >/dev/null || missing+=(ceph-osd)
 command -v radosgw-admin >/dev/null && command -v ceph >/dev/null || missing+=(ceph-common)
 command -v curl >/dev/null || missing+=(curl)
+# The container tier (tests/container): build the image with podman, run the pods from it.
+for cmd in podman buildah runc debootstrap openssl; do
+  command -v "${cmd}" >/dev/null || missing+=("${cmd}")
+done
+command -v newuidmap >/dev/null || missing+=(uidmap)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2

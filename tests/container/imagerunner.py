@@ -152,7 +152,8 @@ class ImagePodRunner(PodRunner):
             opts += ["--entrypoint", json.dumps(command)]
             shown = command + args
         argv = ["podman", "run", *opts, c["image"], *args]
-        proc = subprocess.Popen(argv, env=podman_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        # In the scratch directory: conmon leaves a file named "oom" in its working directory.
+        proc = subprocess.Popen(argv, env=podman_env(), cwd=root, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         grace = wl.pod_spec.get("terminationGracePeriodSeconds", DEFAULT_GRACE_SECONDS)
         running = Running(name, wl, proc, shown, env, scratch, grace)

@@ -42,12 +42,24 @@ def outputs(proc: subprocess.CompletedProcess) -> dict[str, str]:
     return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
 
 
+BIN = REPO / ".venv" / "bin"
+
+
 def test_workflows_are_actionlint_clean():
-    binary = REPO / ".venv" / "bin" / "actionlint"
-    assert binary.exists(), "actionlint not found: install requirements-dev.txt into .venv"
+    assert (BIN / "actionlint").exists() and (BIN / "shellcheck").exists(), \
+        "actionlint or shellcheck not found: install requirements-dev.txt into .venv"
     files = sorted(WORKFLOWS.glob("*.yml"))
     assert {f.name for f in files} == {"ci.yml", "release.yml"}
-    proc = subprocess.run([str(binary), "-no-color", *map(str, files)], capture_output=True, text=True, cwd=REPO)
+    # With shellcheck on PATH, actionlint checks the workflows' run: scripts too.
+    proc = subprocess.run([str(BIN / "actionlint"), "-no-color", *map(str, files)], capture_output=True, text=True,
+                          cwd=REPO, env={"PATH": f"{BIN}:/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_build_and_release_scripts_are_shellcheck_clean():
+    scripts = [REPO / "image" / "install-pg-dump.sh",
+               *(REPO / "scripts" / f"{n}.sh" for n in ("build-image", "release-check", "release-notes", "set-version"))]
+    proc = subprocess.run([str(BIN / "shellcheck"), *map(str, scripts)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

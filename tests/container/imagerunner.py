@@ -128,17 +128,21 @@ class ImagePodRunner(PodRunner):
         c = containers[0] if container is None else next(x for x in containers if x["name"] == container)
         declared = self.container_env(c, wl)
         env = self.resolve_env(declared)
-        scratch = tempfile.TemporaryDirectory(prefix=f"pod-{wl.pod_name}-")
-        root = Path(scratch.name)
-        name = f"{wl.pod_name}-{uuid.uuid4().hex[:6]}"
-        opts = ["--name", name, "--hostname", wl.pod_name, "--network", "host", "--pull", "never",
-                *self._security(wl.pod_spec, c), *self._resources(c), *self._volumes(wl.pod_spec, c, root)]
-        # Values stay out of the command line (and so out of ps): a file only root can read.
-        env_file = root / "env"
-        env_file.touch(mode=0o600)
         for k, v in env.items():
             if "\n" in v:
                 raise ContainerConfigError(f"env {k}: values with newlines cannot be passed to podman")
+        scratch = tempfile.TemporaryDirectory(prefix=f"pod-{wl.pod_name}-")
+        root = Path(scratch.name)
+        name = f"{wl.pod_name}-{uuid.uuid4().hex[:6]}"
+        try:
+            opts = ["--name", name, "--hostname", wl.pod_name, "--network", "host", "--pull", "never",
+                    *self._security(wl.pod_spec, c), *self._resources(c), *self._volumes(wl.pod_spec, c, root)]
+        except ContainerConfigError:
+            scratch.cleanup()
+            raise
+        # Values stay out of the command line (and so out of ps): a file only root can read.
+        env_file = root / "env"
+        env_file.touch(mode=0o600)
         env_file.write_text("".join(f"{k}={v}\n" for k, v in env.items()))
         opts += ["--env-file", str(env_file)]
         if c.get("workingDir"):
@@ -178,6 +182,14 @@ class ImagePodRunner(PodRunner):
         merged = {**pod, **ctr}   # the container's settings win, field by field
         opts = []
         user, group = merged.get("runAsUser"), merged.get("runAsGroup")
+        if merged.get("runAsNonRoot"):
+            # The kubelet's check: the user must be known to be non-zero, from the pod or the image.
+            image_user = podman("inspect", "--format", "{{.Config.User}}", c["image"]).stdout.strip()
+            uid = str(user) if user is not None else image_user.split(":")[0]
+            if not uid.isdigit() or int(uid) == 0:
+                raise ContainerConfigError(f"container has runAsNonRoot and image has non-numeric user ({uid}), "
+                                           "cannot verify user is non-root" if not uid.isdigit() else
+                                           "container's runAsUser breaks non-root policy")
         if user is not None:
             opts += ["--user", f"{user}:{group}" if group is not None else str(user)]
         for gid in [*(pod.get("supplementalGroups") or []), *([pod["fsGroup"]] if "fsGroup" in pod else [])]:

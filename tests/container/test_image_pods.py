@@ -6,6 +6,8 @@ Each runs under podman with its pod's security context, env, volumes and memory 
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import time
 import uuid
 
@@ -151,3 +153,40 @@ def test_sigterm_to_the_container_mid_backup_aborts_the_upload(image, image_stor
     assert "SIGTERM" in result.event("backup failed")["error"]
     result.event("multipart upload aborted: no object was written")
     assert stored(store, prefix) == [] and pending_uploads(store, prefix) == []
+
+
+def probe(workload, script: str):
+    """The same pod with its command replaced by a shell script: what the container is given."""
+    spec = copy.deepcopy(workload.pod_spec)
+    spec["containers"][0]["command"] = ["/bin/sh", "-c", script]
+    spec["containers"][0].pop("args", None)
+    return dataclasses.replace(workload, pod_spec=spec)
+
+
+def test_pod_security_context_and_limits_reach_the_container(image, image_store, image_pg, prefix):
+    r, _ = runner(image, image_store, image_pg, prefix)
+    wl = r.cronjob()
+    script = ("id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+              "touch /opt/x 2>/dev/null && echo root-writable || echo root-read-only; "
+              "touch /tmp/x && echo tmp-writable; "
+              "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes")  # v2, v1
+    result = completed(r.run(probe(wl, script), timeout=120))
+    lines = result.stdout.split("\n")
+    status = dict(line.split(":\t") for line in lines[2:6])
+    assert lines[:2] == ["10001", "10001"]
+    assert status == {"CapEff": "0000000000000000", "CapBnd": "0000000000000000", "NoNewPrivs": "1",
+                      "Seccomp": "2"}   # 2: a seccomp filter (RuntimeDefault)
+    assert lines[6:8] == ["root-read-only", "tmp-writable"]
+    assert int(lines[8]) == 512 << 20   # Backup.Resources.limits.memory
+    # Env from the rendered pod, Secrets resolved; nothing of the caller's environment.
+    assert result.env["ENCLAVE_BACKUP_BUCKET"] == BUCKET and "VIRTUAL_ENV" not in result.env
+
+
+def test_run_as_root_is_refused_before_the_container_starts(image, image_store, image_pg, prefix):
+    r, _ = runner(image, image_store, image_pg, prefix)
+    wl = r.cronjob()
+    spec = copy.deepcopy(wl.pod_spec)
+    spec["securityContext"]["runAsUser"] = 0
+    result = r.run(dataclasses.replace(wl, pod_spec=spec))
+    assert (result.reason, result.exit_code) == ("CreateContainerConfigError", None)
+    assert result.message == "container's runAsUser breaks non-root policy"

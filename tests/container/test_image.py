@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.container.imagerunner import ImagePodRunner, podman, podman_env
-from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, render, user_secrets
+from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, RELEASE, render, user_secrets
 from tests.support.pgserver import SUPPORTED_MAJORS, start_server
 
 USER = "10001:10001"
+
+BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
 
 def shell(image: str, script: str) -> subprocess.CompletedProcess:
@@ -99,7 +101,7 @@ def test_backup_pod_dumps_each_supported_server(image, image_store, major):
                          f"enclaveos-chart.externalDatabase.sslMode={ssl_mode}")
         secrets = user_secrets(image_store.access_key, image_store.secret_key, server.password)
         runner = ImagePodRunner([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": server.port})
-        wl = runner.cronjob()
+        wl = runner.cronjob(BACKUP_CRONJOB)
         assert wl.pod_spec["containers"][0]["image"] == image
         result = runner.run(wl, timeout=300)
         assert (result.reason, result.exit_code) == ("Completed", 0), result.logs

@@ -15,10 +15,12 @@ import pytest
 
 from tests.container.imagerunner import ImagePodRunner, memory_bytes
 from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, render, user_secrets
+from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, RELEASE, render, user_secrets
 from tests.integration.corpus import add_bulk, build_corpus, fingerprint
 
 DB = "malbork"
+
+BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
 
 @pytest.fixture
@@ -69,7 +71,7 @@ def test_backup_restore_and_helm_test_pods_from_the_image(image, image_store, ma
     backed_up = state(pg)
 
     r, objects = runner(image, store, pg, prefix)
-    wl = r.cronjob()
+    wl = r.cronjob(BACKUP_CRONJOB)
     ctr = wl.pod_spec["containers"][0]
     # What the container runs under: the chart's own settings, applied by the runner.
     assert ctr["image"] == image and ctr["securityContext"]["readOnlyRootFilesystem"] is True
@@ -112,7 +114,7 @@ def bulk(malbork):
 def test_backup_within_a_tight_memory_limit(image, image_store, bulk, prefix):
     # The chart's memory request as the limit: a quarter of the default limit, page cache included.
     r, _ = runner(image, image_store, bulk, prefix, "enclaveos-chart.Backup.Resources.limits.memory=128Mi")
-    wl = r.cronjob()
+    wl = r.cronjob(BACKUP_CRONJOB)
     assert memory_bytes(wl.pod_spec["containers"][0]["resources"]["limits"]["memory"]) == 128 << 20
     result = completed(r.run(wl, timeout=300))
     summary = result.event("backup complete")
@@ -125,7 +127,7 @@ def test_backup_killed_by_its_memory_limit_leaves_no_backup(image, image_store, 
     # need, the kernel kills the program (SIGKILL, exit 137) and no backup appears.
     # (podman on cgroup v1 does not always flag the OOM kill itself.)
     r, _ = runner(image, image_store, bulk, prefix, "enclaveos-chart.Backup.Resources.limits.memory=48Mi")
-    result = r.run(r.cronjob(), timeout=300)
+    result = r.run(r.cronjob(BACKUP_CRONJOB), timeout=300)
     assert result.exit_code == 137 and result.reason in ("OOMKilled", "Error"), (result.reason, result.logs)
     assert "backup complete" not in result.logs
     assert stored(image_store, prefix) == []
@@ -134,7 +136,7 @@ def test_backup_killed_by_its_memory_limit_leaves_no_backup(image, image_store, 
 def test_sigterm_to_the_container_mid_backup_aborts_the_upload(image, image_store, bulk, prefix):
     store = image_store
     r, _ = runner(image, store, bulk, prefix, "enclaveos-chart.Backup.Compression=none")
-    running = r.start(r.cronjob())
+    running = r.start(r.cronjob(BACKUP_CRONJOB))
     # The program is PID 1: the container runtime's SIGTERM reaches it, not a shell.
     pid1 = running.pid1_cmdline()
     assert pid1[1:] == ["/opt/venv/bin/enclave-backup", "backup"], pid1
@@ -165,7 +167,7 @@ def probe(workload, script: str):
 
 def test_pod_security_context_and_limits_reach_the_container(image, image_store, image_pg, prefix):
     r, _ = runner(image, image_store, image_pg, prefix)
-    wl = r.cronjob()
+    wl = r.cronjob(BACKUP_CRONJOB)
     script = ("id -u; id -g; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
               "touch /opt/x 2>/dev/null && echo root-writable || echo root-read-only; "
               "touch /tmp/x && echo tmp-writable; "
@@ -184,7 +186,7 @@ def test_pod_security_context_and_limits_reach_the_container(image, image_store,
 
 def test_run_as_root_is_refused_before_the_container_starts(image, image_store, image_pg, prefix):
     r, _ = runner(image, image_store, image_pg, prefix)
-    wl = r.cronjob()
+    wl = r.cronjob(BACKUP_CRONJOB)
     spec = copy.deepcopy(wl.pod_spec)
     spec["securityContext"]["runAsUser"] = 0
     result = r.run(dataclasses.replace(wl, pod_spec=spec))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.release import render
+from tests.e2e.release import RELEASE, render
 from tests.support.pgserver import SUPPORTED_MAJORS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -91,7 +91,7 @@ def test_release_pushes_what_the_chart_defaults_to():
 
     # The image reference the chart renders by default is exactly the one pushed.
     objects = render("helm4", "https://s3.example.com", "nightly")
-    cronjob = next(o for o in objects if o["kind"] == "CronJob")
+    cronjob = next(o for o in objects if o["kind"] == "CronJob" and o["metadata"]["name"] == f"{RELEASE}-enclaveos-backup")
     image = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["image"]
     assert image == f"{out['image']}:{out['version']}"
 

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.imagerunner import ImagePodRunner, podman, podman_env
-from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, RELEASE, render, user_secrets
+from tests.container.imagerunner import podman, podman_env
+from tests.container.pods import BACKUP_CRONJOB, image_runner
+from tests.e2e.release import BUCKET
 from tests.support.pgserver import SUPPORTED_MAJORS, start_server
 
 USER = "10001:10001"
-
-BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
 
 def shell(image: str, script: str) -> subprocess.CompletedProcess:
@@ -93,14 +92,10 @@ def test_backup_pod_dumps_each_supported_server(image, image_store, major):
         with server.connect("malbork") as conn:
             conn.execute("CREATE TABLE t (id int PRIMARY KEY, v text)")
             conn.execute("INSERT INTO t SELECT g, 'row ' || g FROM generate_series(1, 100) g")
-        prefix = f"majors/{major}"
         # The chart's default sslMode (require) wherever the server can do SSL.
         ssl_mode = "require" if major in SSL_MAJORS else "disable"
-        objects = render("helm4", image_store.endpoint, prefix,
-                         f"enclaveos-chart.Backup.Image.Repository={image.rpartition(':')[0]}",
-                         f"enclaveos-chart.externalDatabase.sslMode={ssl_mode}")
-        secrets = user_secrets(image_store.access_key, image_store.secret_key, server.password)
-        runner = ImagePodRunner([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": server.port})
+        runner, _ = image_runner(image, image_store, server, f"majors/{major}",
+                                 f"enclaveos-chart.externalDatabase.sslMode={ssl_mode}")
         wl = runner.cronjob(BACKUP_CRONJOB)
         assert wl.pod_spec["containers"][0]["image"] == image
         result = runner.run(wl, timeout=300)

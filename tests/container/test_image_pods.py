@@ -13,14 +13,13 @@ import uuid
 
 import pytest
 
-from tests.container.imagerunner import ImagePodRunner, memory_bytes
+from tests.container.imagerunner import memory_bytes
+from tests.container.pods import BACKUP_CRONJOB, image_runner as runner
 from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET, DB_PORT, DB_SERVICE, NAMESPACE, RELEASE, render, user_secrets
+from tests.e2e.release import BUCKET
 from tests.integration.corpus import add_bulk, build_corpus, fingerprint
 
 DB = "malbork"
-
-BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
 
 @pytest.fixture
@@ -35,13 +34,6 @@ def malbork(image_pg):
 @pytest.fixture
 def prefix() -> str:
     return f"image/{uuid.uuid4().hex[:8]}"
-
-
-def runner(image, store, pg, prefix, *flags, secret_key=None) -> tuple[ImagePodRunner, list[dict]]:
-    objects = render("helm4", store.endpoint, prefix, f"enclaveos-chart.Backup.Image.Repository={image.rpartition(':')[0]}",
-                     *flags)
-    secrets = user_secrets(store.access_key, secret_key or store.secret_key, pg.password)
-    return ImagePodRunner([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": pg.port}), objects
 
 
 def completed(result: PodResult) -> PodResult:

@@ -4,13 +4,14 @@
 # Where no container registry is reachable, the Debian bookworm base image is made
 # locally with debootstrap and tagged as the name the Dockerfile uses. podman needs
 # runc and raised ulimits on our build machines; both go into a project-local
-# containers.conf. Not part of the default test run (it takes minutes).
+# containers.conf. The container test tier (tests/container) runs this first; podman's
+# layer cache keeps a rebuild with unchanged inputs to seconds.
 set -euo pipefail
 
 repo_root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 tools="${repo_root}/.tools"
 base_image="docker.io/library/debian:bookworm-slim"
-version="$(sed -n 's/^version = "\(.*\)"/\1/p' "${repo_root}/image/pyproject.toml" | head -n1)"
+version="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "${repo_root}/image/src/enclave_backup/__init__.py")"
 tag="${1:-enclave-backup:${version}}"
 
 missing=()
@@ -51,7 +52,9 @@ if [[ -n "${PIP_CERT:-}" && -f "${PIP_CERT}" ]]; then
   ca_args=(--volume "${PIP_CERT}:/etc/pip-ca.crt:ro" --build-arg PIP_CERT=/etc/pip-ca.crt)
 fi
 
-podman build --pull=never --network host "${ca_args[@]}" -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
+# Cached layers are reused, except the security-update layer on the first build of each day.
+podman build --pull=never --network host --layers "${ca_args[@]}" --build-arg "UPDATES_DAY=$(date -u +%F)" \
+  -t "${tag}" -f "${repo_root}/image/Dockerfile" "${repo_root}/image"
 
 # Smoke test: runs as the numeric user with a read-only root filesystem.
 podman run --rm --network none --read-only --tmpfs /tmp "${tag}" --help >/dev/null

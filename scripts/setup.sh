@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time (idempotent) set-up of everything the tests, the demo and the benchmark need:
-# Debian packages, a virtualenv with pinned packages, and the pinned Helm binaries.
+# Debian packages (PostgreSQL, Ceph RGW, podman), a virtualenv with pinned packages, and the
+# pinned Helm binaries.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -19,6 +20,11 @@ command -v radosgw-admin >/dev/null && command -v ceph >/dev/null || missing+=(c
 command -v curl >/dev/null || missing+=(curl)
 # The real Pushgateway the metrics tests push to.
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
+# The container tier (tests/container): build the image with podman, run the pods from it.
+for cmd in podman buildah runc debootstrap openssl; do
+  command -v "${cmd}" >/dev/null || missing+=("${cmd}")
+done
+command -v newuidmap >/dev/null || missing+=(uidmap)
 if ((${#missing[@]})); then
   if [[ $(id -u) -ne 0 ]]; then
     echo "missing Debian packages: ${missing[*]}; install them (as root: apt-get install ${missing[*]})" >&2

@@ -9,7 +9,8 @@ virtualenv: the same console script the Dockerfile installs. Nothing else leaks 
 the caller's environment.
 
 Not emulated: isolation (user, read-only root filesystem, network), Job retries, service
-link variables (`<SVC>_SERVICE_HOST`), resourceFieldRef.
+link variables (`<SVC>_SERVICE_HOST`), resourceFieldRef. tests/container/imagerunner.py runs
+the same pods from the built image, with their isolation and limits.
 """
 
 from __future__ import annotations

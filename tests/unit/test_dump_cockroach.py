@@ -472,7 +472,8 @@ def test_before_24_1_identity_always_tables_are_named_in_a_warning(version, caps
     script, _, _ = dump(with_identity_table(server(version)))
     assert "SET GENERATED" not in script
     out = capsys.readouterr().out
-    assert "GENERATED ALWAYS AS IDENTITY" in out and 'public."Ids"' in out
+    # The log renders as console text or JSON, depending on what configured it first.
+    assert "GENERATED ALWAYS AS IDENTITY" in out and re.search(r'public\.\\?"Ids\\?"', out)
 
 
 def test_the_identity_sequence_runs_live_in_postgresql(pg, dbname):

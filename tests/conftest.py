@@ -87,5 +87,12 @@ def run_cli(env: dict, *args: str, timeout: float = 300) -> CliResult:
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
+def backup(env: dict) -> str:
+    """Run a backup that must succeed; its object key."""
+    result = run_cli(env, "backup")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.event("backup complete")["key"]
+
+
 def spawn_cli(env: dict, *args: str) -> subprocess.Popen:
     return subprocess.Popen([CLI, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,14 +7,8 @@ import time
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import backup as _backup, run_cli
 from tests.integration.corpus import build_corpus, fingerprint
-
-
-def _backup(env: dict) -> str:
-    result = run_cli(env, "backup")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.event("backup complete")["key"]
 
 
 def _fp(pg, database: str) -> dict:

@@ -4,26 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from datetime import datetime, timedelta, timezone
 
-import boto3
 import pytest
 
 from enclave_backup.manifest import parse_key
 from enclave_backup.retention import Rules, decide
-from tests.conftest import run_cli, spawn_cli
+from tests.conftest import backup as _backup, run_cli, spawn_cli
 from tests.integration.seeding import copy_backup_at, key_at, keys
-from tests.support.motoserver import POLICY, MotoServer
+from tests.support.motoserver import MotoServer
 
 NOW = datetime.now(timezone.utc)
-
-
-def _backup(env: dict) -> str:
-    result = run_cli(env, "backup")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.event("backup complete")["key"]
 
 
 def _seed(moto, env: dict, ages_hours: list[float]) -> tuple[str, list[str]]:
@@ -155,33 +147,11 @@ DENY_MANIFEST_DELETE = json.dumps({"Version": "2012-10-17", "Statement": [
 class TwoUserMoto(MotoServer):
     """moto in auth mode with a second user who may delete anything but manifests."""
 
-    def start(self):
-        import subprocess
-        import sys
-        import urllib.request
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "6"}
-        binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
-        self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("moto_server did not start")
-                time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
-                           aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        users = {}
-        for name, policy in (("backup", POLICY), ("pruner", DENY_MANIFEST_DELETE)):
-            iam.create_user(UserName=name)
-            users[name] = iam.create_access_key(UserName=name)["AccessKey"]
-            iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=policy)
-        self.access_key, self.secret_key = users["backup"]["AccessKeyId"], users["backup"]["SecretAccessKey"]
-        self.pruner = users["pruner"]
-        return self
+    bootstrap_calls = 6
+
+    def users(self, iam) -> None:
+        super().users(iam)
+        self.pruner = self.add_user(iam, "pruner", DENY_MANIFEST_DELETE)
 
 
 @pytest.fixture

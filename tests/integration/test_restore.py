@@ -14,15 +14,9 @@ import time
 import pytest
 
 from enclave_backup.manifest import encode_metadata, header_line
-from tests.conftest import run_cli, spawn_cli
+from tests.conftest import backup as _backup, run_cli, spawn_cli
 from tests.integration.corpus import add_bulk, build_corpus, fingerprint, schema_dump
 from tests.support.pgserver import pg_bin
-
-
-def _backup(env: dict) -> str:
-    result = run_cli(env, "backup")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.event("backup complete")["key"]
 
 
 def _fp(pg, database: str) -> dict:

@@ -7,15 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import backup as _backup, run_cli
 from tests.integration.corpus import add_bulk, build_corpus, fingerprint
 from tests.integration.seeding import copy_backup_at, keys
-
-
-def _backup(env: dict) -> str:
-    result = run_cli(env, "backup")
-    assert result.returncode == 0, result.stdout + result.stderr
-    return result.event("backup complete")["key"]
 
 
 def _record(moto, bucket: str, key: str) -> dict:

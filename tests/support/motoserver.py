@@ -30,15 +30,18 @@ class MotoServer:
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    # Unauthenticated calls moto allows before it checks signatures: one per IAM call in users().
+    bootstrap_calls = 3
+
     def start(self) -> "MotoServer":
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": str(self.bootstrap_calls)}
         binary = os.path.join(os.path.dirname(sys.executable), "moto_server")
         self.proc = subprocess.Popen([binary, "-H", "127.0.0.1", "-p", str(self.port)], env=env,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while True:
             try:
-                # /moto-api/ does not count toward the three unauthenticated calls.
+                # /moto-api/ does not count toward the unauthenticated calls.
                 urllib.request.urlopen(self.endpoint + "/moto-api/", timeout=1)
                 break
             except OSError:
@@ -47,11 +50,18 @@ class MotoServer:
                 time.sleep(0.1)
         iam = boto3.client("iam", endpoint_url=self.endpoint, region_name="us-east-1",
                            aws_access_key_id="bootstrap", aws_secret_access_key="bootstrap")
-        iam.create_user(UserName="backup")
-        key = iam.create_access_key(UserName="backup")["AccessKey"]
-        iam.put_user_policy(UserName="backup", PolicyName="s3-all", PolicyDocument=POLICY)
-        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
+        self.users(iam)
         return self
+
+    def add_user(self, iam, name: str, policy: str) -> dict:
+        iam.create_user(UserName=name)
+        key = iam.create_access_key(UserName=name)["AccessKey"]
+        iam.put_user_policy(UserName=name, PolicyName="s3", PolicyDocument=policy)
+        return key
+
+    def users(self, iam) -> None:
+        key = self.add_user(iam, "backup", POLICY)
+        self.access_key, self.secret_key = key["AccessKeyId"], key["SecretAccessKey"]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -121,14 +121,18 @@ def test_verify_fails_with_exit_5_on_a_damaged_backup_without_touching_the_live_
 
 def test_verify_drops_scratch_databases_of_killed_runs_but_not_of_running_ones(pg, dbname, cli_env, corpus_backup):
     from enclave_backup.s3 import utcnow
-    stale, recent = f"{dbname}_verify_20000101000000", f"{dbname}_verify_{utcnow():%Y%m%d%H%M%S}"
-    for name in (stale, recent):
+    # Running verify runs hold this second's name and the next few: this run must take another.
+    now = utcnow()
+    stale = f"{dbname}_verify_20000101000000"
+    running = [f"{dbname}_verify_{now + timedelta(seconds=s):%Y%m%d%H%M%S}" for s in range(3)]
+    for name in (stale, *running):
         pg.create_database(name)
     result = run_cli({**cli_env, "ENCLAVE_BACKUP_READER_MARKER_SECONDS": "3600"}, "verify")
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.event("dropped the scratch database of an interrupted verify")["scratch"] == stale
+    assert result.event("verify scratch database created")["scratch"] not in running
     names = set(pg.databases())
-    assert stale not in names and recent in names
+    assert stale not in names and set(running) <= names
 
 
 def test_status_exit_codes_and_fields(pg, moto, bucket, dbname, cli_env):

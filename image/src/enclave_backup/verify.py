@@ -11,6 +11,8 @@ import re
 import time
 from datetime import timedelta
 
+import psycopg
+
 from . import __version__, db, log, verification
 from .catalog import complete_backups
 from .config import Config
@@ -19,6 +21,9 @@ from .manifest import parse_key
 from .restore import MAX_NAME_BYTES, STAMP, connect_maintenance, load, resolve
 from .s3 import Storage, utcnow
 from .swap_views import is_view_statement
+
+
+MAX_NAME_ATTEMPTS = 10
 
 
 def scratch_name(database: str, stamp: str) -> str:
@@ -87,10 +92,7 @@ def _restore_and_count(config: Config, storage: Storage, key: str, manifest) -> 
     with conn:
         with db.database_errors(config.database, "creating the verify scratch database"):
             _drop_leftovers(conn, sql, config)
-            scratch = scratch_name(config.database, utcnow().strftime(STAMP))
-            # No state from the live database (it is never read) and none from the backup:
-            # owners and grants it names need not exist here, and nothing connects to it.
-            conn.execute(sql.create_sql(conn, scratch, None))
+            scratch = _create_scratch(conn, sql, config.database)
         logger.info("verify scratch database created", scratch=scratch)
         try:
             # Views are not loaded on CockroachDB, as in a restore before its swap; rows live in tables.
@@ -104,6 +106,23 @@ def _restore_and_count(config: Config, storage: Storage, key: str, manifest) -> 
             except Exception as exc:  # noqa: BLE001 - the verdict matters more; the next verify drops it
                 logger.error("could not drop the verify scratch database; a later verify drops it",
                              scratch=scratch, error=log.scrub(str(exc)))
+
+
+def _create_scratch(conn, sql, database: str) -> str:
+    """Create `<db>_verify_<time>`. Names carry whole seconds and verify runs take no lock
+    (a manual run may overlap the CronJob's), so CREATE DATABASE itself settles a clash:
+    the run that loses it takes the next second's name."""
+    for _ in range(MAX_NAME_ATTEMPTS):
+        scratch = scratch_name(database, utcnow().strftime(STAMP))
+        try:
+            # No state from the live database (it is never read) and none from the backup:
+            # owners and grants it names need not exist here, and nothing connects to it.
+            conn.execute(sql.create_sql(conn, scratch, None))
+            return scratch
+        except psycopg.errors.DuplicateDatabase:
+            time.sleep(1)
+    raise DatabaseError(f"{MAX_NAME_ATTEMPTS} verify scratch names in a row were taken by other verify runs "
+                        f"of {database!r}; try again when they have finished")
 
 
 def _drop_leftovers(conn, sql, config: Config) -> None:

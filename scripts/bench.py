@@ -28,6 +28,7 @@ import os
 import platform
 import resource
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -182,8 +183,8 @@ def children_cpu() -> float:
 
 
 class Bench:
-    def __init__(self, pg: PgServer, store, bucket: str, work: Path):
-        self.pg, self.store, self.bucket, self.work = pg, store, bucket, work
+    def __init__(self, pg: PgServer, store, bucket: str, work: Path, timeout: float):
+        self.pg, self.store, self.bucket, self.work, self.timeout = pg, store, bucket, work, timeout
         self.s3 = store.client()
         self.postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
         base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))}
@@ -207,19 +208,37 @@ class Bench:
         time.sleep(0.2)
 
     def measure(self, cmd: list[str], env: dict[str, str]) -> tuple[Sample, str]:
-        """Run cmd to the end, polling the RSS of its whole process tree."""
+        """Run cmd to the end, polling the RSS of its whole process tree. A run that stalls
+        (seen: `aws s3 cp s3://... -` against moto) is killed and run once more."""
+        for attempt in (1, 2):
+            try:
+                return self._measure_once(cmd, env)
+            except TimeoutError as exc:
+                if attempt == 2:
+                    raise RuntimeError(f"{' '.join(cmd)[:200]}: {exc}, twice") from None
+                print(f"  {exc}; running it again", flush=True)
+        raise AssertionError("unreachable")
+
+    def _measure_once(self, cmd: list[str], env: dict[str, str]) -> tuple[Sample, str]:
         self.wait_idle()
         cpu0, server0, s30 = children_cpu(), process_cpu(self.postmaster), store_cpu(self.store)
         started = time.perf_counter()
-        popen = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        popen = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)
         out: list[bytes] = []
         err: list[bytes] = []
         readers = [threading.Thread(target=lambda: out.append(popen.stdout.read()), daemon=True),
                    threading.Thread(target=lambda: err.append(popen.stderr.read()), daemon=True)]
         for reader in readers:
             reader.start()
-        peak = poll_peak(popen)
+        peak = poll_peak(popen, started + self.timeout)
         wall = time.perf_counter() - started
+        if popen.returncode is None:
+            os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait()
+            for reader in readers:
+                reader.join()
+            raise TimeoutError(f"{cmd[-1][:120]} did not finish in {self.timeout:.0f} s")
         for reader in readers:
             reader.join()
         if popen.returncode != 0:
@@ -332,10 +351,11 @@ class Bench:
         return int(out.strip())
 
 
-def poll_peak(popen: subprocess.Popen) -> int:
+def poll_peak(popen: subprocess.Popen, deadline: float) -> int:
+    """Peak RSS of popen's process tree until it exits or the deadline (perf_counter) passes."""
     proc = psutil.Process(popen.pid)
     peak = 0
-    while popen.poll() is None:
+    while popen.poll() is None and time.perf_counter() < deadline:
         try:
             peak = max(peak, tree_rss(proc))
         except psutil.NoSuchProcess:
@@ -577,6 +597,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-runs", type=int, default=1, help="runs at the scaled size (default 1)")
     p.add_argument("--no-restore", action="store_true", help="skip the restore rows")
     p.add_argument("--s3", default="moto,rgw", help="S3 servers to measure against, in order (default moto,rgw)")
+    p.add_argument("--timeout", type=float, default=900,
+                   help="seconds one variant may take before it is killed and run again (default 900)")
     p.add_argument("--out", default=str(REPO / "bench-results"), help="directory for the JSON result")
     return p.parse_args(argv)
 
@@ -633,6 +655,9 @@ def main(argv: list[str] | None = None) -> int:
               f"({data['database_bytes'] / GiB:.2f} GiB with indexes) in {data['seconds']} s", flush=True)
         report = {"when": datetime.now(timezone.utc).isoformat(), "args": vars(args), "machine": info,
                   "load_average_before": load_average(), "data": data, "stores": {}}
+        # RGW's in-memory OSD holds a round's objects (ours in three compressions, two peers'
+        # and the uncompressed ceiling) until its garbage collector frees them.
+        os.environ.setdefault("MEMSTORE_BYTES", str(int(max(1.0, 8 * args.size_gib) * GiB)))
         for name in stores:
             print(f"\n== against {name}", flush=True)
             report["stores"][name] = measure_store(pg, STORES[name](), root, args, data, scale=name == stores[0])
@@ -651,7 +676,7 @@ def measure_store(pg: PgServer, store, root: Path, args, data: dict, scale: bool
     try:
         bucket = "bench"
         store.client().create_bucket(Bucket=bucket)
-        bench = Bench(pg, store, bucket, root)
+        bench = Bench(pg, store, bucket, root, args.timeout)
         sql_bytes = bench.dump_size("malbork")
         print(f"pg_dump writes {sql_bytes / MiB:.0f} MiB of SQL", flush=True)
         results: dict[str, list[Sample]] = {name: [] for name in BACKUPS + ([] if args.no_restore else RESTORES)}

@@ -64,6 +64,9 @@ osd crush chooseleaf type = 0
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:$RGW_PORT
 rgw data = $DIR/rgw
+# Deleted objects' space back within seconds, not hours: memstore is capped (benchmark rounds).
+rgw gc obj min wait = 0
+rgw gc processor period = 5
 CONF
   monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$MON_PORT]" "$DIR/monmap" >/dev/null
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap"

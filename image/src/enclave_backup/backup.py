@@ -58,14 +58,13 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
     cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
     tag = installation_tag(config.installation)
     for upload in storage.pending_uploads(f"{config.key_prefix}{key_name(config.database)}-"):
-        run = run_id_of(upload["Key"])
-        parsed = parse_key(upload["Key"], config.key_prefix)
+        run = run_id_of(upload.key)
+        parsed = parse_key(upload.key, config.key_prefix)
         # Both clocks must call it old: some stores report a fixed initiation time.
-        started = parsed[1] if parsed else upload["Initiated"]
-        if max(upload["Initiated"], started) < cutoff and (not run or run.startswith(tag)):
-            storage.abort(upload["Key"], upload["UploadId"])
-            logger.warning("aborted a stale multipart upload", key=upload["Key"],
-                           initiated=upload["Initiated"].isoformat())
+        started = parsed[1] if parsed else upload.initiated
+        if max(upload.initiated, started) < cutoff and (not run or run.startswith(tag)):
+            storage.abort(upload.key, upload.upload_id)
+            logger.warning("aborted a stale multipart upload", key=upload.key, initiated=upload.initiated.isoformat())
 
 
 def _iso(moment: datetime) -> str:

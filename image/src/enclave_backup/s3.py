@@ -104,6 +104,19 @@ class StoredObject:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class ObjectHead:
+    size: int
+    metadata: dict[str, str]  # the x-amz-meta-* headers, names without the prefix
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
 class Storage:
     def __init__(self, config: Config, *, max_attempts: int | None = None):
         self.config = config
@@ -156,9 +169,11 @@ class Storage:
         with storage_errors("reading", self.bucket, key):
             return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"].read()
 
-    def head(self, key: str) -> dict | None:
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's size and metadata; None if there is no such object."""
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            return ObjectHead(head["ContentLength"], head.get("Metadata", {}))
         except ClientError as exc:
             if is_not_found(exc):
                 return None
@@ -189,12 +204,13 @@ class Storage:
         with storage_errors("deleting", self.bucket, key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def pending_uploads(self, prefix: str) -> list[dict]:
+    def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         paginator = self.client.get_paginator("list_multipart_uploads")
-        uploads: list[dict] = []
+        uploads: list[PendingUpload] = []
         with storage_errors("listing pending uploads in", self.bucket, prefix or None):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                uploads.extend(page.get("Uploads", []))
+                uploads.extend(PendingUpload(u["Key"], u["UploadId"], u["Initiated"])
+                               for u in page.get("Uploads", []))
         return uploads
 
     def abort(self, key: str, upload_id: str) -> None:
@@ -350,7 +366,7 @@ class MultipartUpload:
         cleanup = self.storage.cleanup_storage()
         cleanup.abort(self.key, self.upload_id)
         # S3 may still be storing a part that raced the abort: list and abort again.
-        if any(u["UploadId"] == self.upload_id for u in cleanup.pending_uploads(self.key)):
+        if any(u.upload_id == self.upload_id for u in cleanup.pending_uploads(self.key)):
             cleanup.abort(self.key, self.upload_id)
 
 

@@ -52,10 +52,10 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
     if source != ANY_INSTALLATION and manifest.installation != source:
         raise IntegrityError(f"{where} was written by installation {manifest.installation or '(not recorded)'!r}, "
                              f"not by {source!r}; nothing was changed" + OVERRIDE_HINT)
-    if head["ContentLength"] != manifest.stored_size:
-        raise IntegrityError(f"{where} holds {head['ContentLength']} bytes but its manifest "
+    if head.size != manifest.stored_size:
+        raise IntegrityError(f"{where} holds {head.size} bytes but its manifest "
                              f"says {manifest.stored_size}: the object is truncated or was replaced")
-    check_identity(where, manifest, decode_metadata(head.get("Metadata", {})), read_header(storage, key, manifest))
+    check_identity(where, manifest, decode_metadata(head.metadata), read_header(storage, key, manifest))
     return key, manifest
 
 

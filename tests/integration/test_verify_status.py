@@ -120,7 +120,7 @@ def test_verify_fails_with_exit_5_on_a_damaged_backup_without_touching_the_live_
 
 
 def test_verify_drops_scratch_databases_of_killed_runs_but_not_of_running_ones(pg, dbname, cli_env, corpus_backup):
-    from enclave_backup.s3 import utcnow
+    from enclave_backup.clock import utcnow
     # Running verify runs hold this second's name and the next few: this run must take another.
     now = utcnow()
     stale = f"{dbname}_verify_20000101000000"

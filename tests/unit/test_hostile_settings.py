@@ -9,7 +9,7 @@ import zstandard
 
 from enclave_backup import compress, config
 from enclave_backup.errors import ConfigError
-from enclave_backup.restore import MAX_NAME_BYTES, _pattern, previous_name, scratch_name
+from enclave_backup.names import MAX_NAME_BYTES, derived_pattern, previous_name, scratch_name
 
 BASE = {"ENCLAVE_BACKUP_BUCKET": "backups"}
 
@@ -67,14 +67,14 @@ def test_derived_names_fit_and_match_their_own_pattern(database):
         name = derive(database, STAMP)
         assert len(name.encode()) <= MAX_NAME_BYTES
         name.encode().decode("utf-8")  # never half a character
-        assert _pattern(database, kind).match(name)
+        assert derived_pattern(database, kind).match(name)
     assert scratch_name("malbork", STAMP) == "malbork_restoring_20260102030405"  # short names unchanged
 
 
 def test_derived_names_of_long_names_never_collide():
     names = {derive(db, STAMP) for db in LONG for derive in (scratch_name, previous_name)}
     assert len(names) == 2 * len(LONG)
-    assert not _pattern(LONG[3], "pre_restore").match(previous_name(LONG[4], STAMP))
+    assert not derived_pattern(LONG[3], "pre_restore").match(previous_name(LONG[4], STAMP))
 
 
 def test_threads_follow_the_container_not_the_node(tmp_path, monkeypatch):

@@ -9,10 +9,10 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from enclave_backup import restore
+from enclave_backup import maintenance, swapping
 from enclave_backup.config import Config
 from enclave_backup.errors import DatabaseError
-from enclave_backup.swap import CockroachDB, PostgreSQL, dialect, marker, parse_marker
+from enclave_backup.dialects import Client, CockroachDB, PostgreSQL, dialect, marker, parse_marker
 
 OWN_SESSION = "1530fd8813ad694b0000000000000009"
 # SHOW CLUSTER SESSIONS, reduced to the columns the restore selects.
@@ -100,14 +100,14 @@ def test_cockroachdb_never_lists_or_ends_sessions():
     assert sql.clients(conn, "malbork") == [] and conn.sql() == []
     assert not sql.sees_clients
     with pytest.raises(AssertionError):
-        sql.terminate(conn, restore.Client("1530fd8813ad694b0000000000000001", "test_app", ""))
+        sql.terminate(conn, Client("1530fd8813ad694b0000000000000001", "test_app", ""))
 
 
 def test_leftover_scratch_and_old_previous_databases_are_found_by_name():
     conn = crdb_conn()
     sql = CockroachDB()
-    restore.drop_leftovers(conn, sql, "malbork")
-    assert restore.keep_previous(conn, sql, "malbork", keep=1) == ["malbork_pre_restore_20250101000000"]
+    maintenance.drop_leftovers(conn, sql, "malbork")
+    assert maintenance.keep_previous(conn, sql, "malbork", keep=1) == ["malbork_pre_restore_20250101000000"]
     assert [s for s in conn.sql() if s.startswith("DROP")] == [
         'DROP DATABASE IF EXISTS "malbork_restoring_20250401000000" CASCADE',
         'DROP DATABASE IF EXISTS "malbork_pre_restore_20250101000000" CASCADE']
@@ -119,7 +119,7 @@ def _config(**overrides) -> Config:
 
 def test_cockroachdb_restore_does_not_wait_for_or_cancel_anyone(capsys):
     conn = crdb_conn()
-    restore.wait_for_clients(_config(restore_terminate_clients=True), conn, CockroachDB(), "malbork")
+    swapping.wait_for_clients(_config(restore_terminate_clients=True), conn, CockroachDB(), "malbork")
     assert conn.sql() == []
     assert "cannot tell which database a session uses" in capsys.readouterr().out
 
@@ -127,5 +127,5 @@ def test_cockroachdb_restore_does_not_wait_for_or_cancel_anyone(capsys):
 def test_postgresql_still_waits_for_the_clients_of_the_database():
     conn = Recorded({"SELECT pid": [(42, "manager", "10.0.0.7")]})
     with pytest.raises(DatabaseError, match=r"1 client\(s\) still connected to 'malbork'.*manager"):
-        restore.wait_for_clients(_config(), conn, PostgreSQL(), "malbork")
+        swapping.wait_for_clients(_config(), conn, PostgreSQL(), "malbork")
     assert conn.statements[0][1] == ("malbork",)  # filtered by pg_stat_activity.datname

@@ -8,8 +8,9 @@ while table data, one INSERT batch per statement, commits as it goes.
 from __future__ import annotations
 
 import hashlib
+import io
 
-from enclave_backup import restore
+from enclave_backup import replay
 from enclave_backup.config import Config
 from enclave_backup.manifest import Manifest
 from enclave_backup.swap_views import HoldBack
@@ -27,10 +28,11 @@ CREATE MATERIALIZED VIEW public.mv (s) AS SELECT sum(x) FROM public.parent;
 """
 
 
-class Body:
-    def iter_chunks(self, size):
-        for i in range(0, len(SCRIPT), 7):  # small pieces: statements span chunks
-            yield SCRIPT[i:i + 7]
+class Reader(io.BytesIO):
+    """The object as Storage.open_read hands it out, in small pieces: statements span reads."""
+
+    def read(self, size=-1):
+        return super().read(7)
 
 
 class Storage:
@@ -42,7 +44,7 @@ class Storage:
 
     def open_read(self, key):
         assert any(k.startswith(key + ".reader-") for k in self.objects), "read before the reader marker"
-        return Body()
+        return Reader(SCRIPT)
 
     def put_bytes(self, key, data, content_type):
         self.objects[key] = data
@@ -59,7 +61,7 @@ def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname
                         started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
                         sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
     storage = Storage()
-    loaded = restore.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=HoldBack())
+    loaded = replay.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=HoldBack())
     # The reader marker that keeps prune away was there while reading, and is gone.
     assert storage.objects == {} and [k.startswith("k.reader-") for k in storage.deleted] == [True]
     assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",

@@ -31,7 +31,7 @@ import pytest
 from enclave_backup import dump_cockroach as dc
 from enclave_backup import swap_views
 from enclave_backup.errors import DatabaseError
-from enclave_backup.swap import CockroachDB
+from enclave_backup.dialects import CockroachDB
 from enclave_backup.swap_views import View, is_view_statement, swap_keeping_views
 from tests.unit.test_dump_cockroach import CATALOG, DATA, ROUTINES
 
@@ -502,7 +502,7 @@ def test_rename_waits_out_a_session_that_is_still_closing(pg, databases, monkeyp
 
 
 def held_back(script: str) -> tuple[list[str], list[str]]:
-    """(statements loaded into the scratch database, statements held back), as restore.load splits them."""
+    """(statements loaded into the scratch database, statements held back), as replay.load splits them."""
     from enclave_backup.sqlscript import split
     hold = swap_views.HoldBack()
     loaded, held = [], []

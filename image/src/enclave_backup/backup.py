@@ -9,13 +9,14 @@ import secrets
 from datetime import datetime, timedelta, timezone
 
 from . import __version__, db, log
+from .clock import utcnow
 from .compress import compressor, worker_count
 from .config import Config
-from .errors import STOP_DEADLINE_SECONDS, StorageError, Terminated
+from .errors import StorageError
 from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
                        key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
-from .s3 import Storage, utcnow
+from .s3 import Storage
 from .stats import DumpStats
 
 
@@ -30,8 +31,6 @@ def dumper_for(engine: str, config: Config):
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
-# After SIGTERM: the most the upload's abort may take. The chart's terminationGracePeriodSeconds
-# (30) leaves room for it, pg_dump's end and the exit.
 
 
 def keep_large_buffers_mapped() -> None:
@@ -59,14 +58,13 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
     cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
     tag = installation_tag(config.installation)
     for upload in storage.pending_uploads(f"{config.key_prefix}{key_name(config.database)}-"):
-        run = run_id_of(upload["Key"])
-        parsed = parse_key(upload["Key"], config.key_prefix)
+        run = run_id_of(upload.key)
+        parsed = parse_key(upload.key, config.key_prefix)
         # Both clocks must call it old: some stores report a fixed initiation time.
-        started = parsed[1] if parsed else upload["Initiated"]
-        if max(upload["Initiated"], started) < cutoff and (not run or run.startswith(tag)):
-            storage.abort(upload["Key"], upload["UploadId"])
-            logger.warning("aborted a stale multipart upload", key=upload["Key"],
-                           initiated=upload["Initiated"].isoformat())
+        started = parsed[1] if parsed else upload.initiated
+        if max(upload.initiated, started) < cutoff and (not run or run.startswith(tag)):
+            storage.abort(upload.key, upload.upload_id)
+            logger.warning("aborted a stale multipart upload", key=upload.key, initiated=upload.initiated.isoformat())
 
 
 def _iso(moment: datetime) -> str:
@@ -90,41 +88,36 @@ def run_backup(config: Config) -> Manifest:
         key = object_key(config.key_prefix, config.database, started, config.compression, run_id)
         identity = {"database": config.database, "engine": engine, "installation": config.installation,
                     "run_id": run_id}
-        upload = storage.start_upload(key, CONTENT_TYPES[config.compression], encode_metadata(identity))
-        logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
-                    server_version=version, compression=config.compression, installation=config.installation,
-                    compression_threads=worker_count(config.compression_threads))
+        with storage.start_upload(key, CONTENT_TYPES[config.compression], encode_metadata(identity)) as upload:
+            logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
+                        server_version=version, compression=config.compression, installation=config.installation,
+                        compression_threads=worker_count(config.compression_threads))
 
-        stats = DumpStats()
-        hasher = hashlib.sha256()
+            stats = DumpStats()
+            hasher = hashlib.sha256()
 
-        def store(data: bytes) -> None:
-            hasher.update(data)
-            upload.write(data)
+            def store(data: bytes) -> None:
+                hasher.update(data)
+                upload.write(data)
 
-        stage = compressor(config.compression, store, config.compression_level, config.compression_threads)
-        progress = Progress(config.progress_interval, lambda fields: logger.info("backup progress", **fields))
+            progress = Progress(config.progress_interval, lambda fields: logger.info("backup progress", **fields))
 
-        def snapshot() -> dict:
-            return {"stored_bytes": upload.size, "rows": stats.rows, "table": stats.current_table}
+            def snapshot() -> dict:
+                return {"stored_bytes": upload.size, "rows": stats.rows, "table": stats.current_table}
 
-        def write(text: bytes) -> None:
-            stage.write(text)
-            progress.add(len(text), snapshot)
+            with compressor(config.compression, store, config.compression_level, config.compression_threads) as stage:
 
-        try:
-            # ASCII only: the script declares its encoding later, and a header must not contradict it.
-            header = (f"-- enclave-backup {__version__}: {engine} database {ascii_name(config.database)}\n"
-                      f"-- started {_iso(started)}; replay into an empty database\n").encode()
-            write(header + header_line(identity) + b"\n")
-            with db.database_errors(config.database, "dumping the database"):
-                database_state = dumper_for(engine, config)(conn, config.database, write, stats)
-            stage.close()
+                def write(text: bytes) -> None:
+                    stage.write(text)
+                    progress.add(len(text), snapshot)
+
+                # ASCII only: the script declares its encoding later, and a header must not contradict it.
+                header = (f"-- enclave-backup {__version__}: {engine} database {ascii_name(config.database)}\n"
+                          f"-- started {_iso(started)}; replay into an empty database\n").encode()
+                write(header + header_line(identity) + b"\n")
+                with db.database_errors(config.database, "dumping the database"):
+                    database_state = dumper_for(engine, config)(conn, config.database, write, stats)
             upload.complete()
-        except BaseException as exc:
-            getattr(stage, "abandon", lambda: None)()
-            _abort(upload, key, STOP_DEADLINE_SECONDS if isinstance(exc, Terminated) else None)
-            raise
 
     finished = utcnow()
     manifest = Manifest(
@@ -152,12 +145,3 @@ def run_backup(config: Config) -> Manifest:
                 sql_mb_per_s=round(progress.sql_bytes / seconds / 1e6, 1), sha256=manifest.sha256)
     return manifest
 
-
-def _abort(upload, key: str, deadline_seconds: float | None = None) -> None:
-    logger = log.get()
-    try:
-        upload.abort(deadline_seconds)
-        logger.info("multipart upload aborted: no object was written", key=key)
-    except StorageError as exc:
-        logger.error("could not abort the multipart upload; the next backup removes it once stale",
-                     key=key, upload_id=upload.upload_id, error=str(exc))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import signal
@@ -136,7 +137,9 @@ def cmd_list(config, args) -> int:
 
 def cmd_restore(config, args) -> int:
     from .restore import run_restore
-    run_restore(config, args.object, force=args.force or config.restore_force)
+    if args.force:  # the flag adds to ENCLAVE_BACKUP_RESTORE_FORCE; it cannot turn it off
+        config = dataclasses.replace(config, restore_force=True)
+    run_restore(config, args.object)
     return 0
 
 

@@ -81,18 +81,42 @@ def _gzip_member(block: bytes, level: int) -> bytes:
     return engine.compress(block) + engine.flush()
 
 
-class PassThrough:
+class Stage:
+    """A compression stage as a `with` block: closed (the rest flushed to the sink) on a clean
+    exit, abandoned (workers stopped, nothing more sent) when the block raises."""
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def abandon(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, traceback) -> None:
+        if exc_type is not None:
+            self.abandon()
+            return
+        try:
+            self.close()
+        except BaseException:
+            self.abandon()
+            raise
+
+
+class PassThrough(Stage):
     def __init__(self, sink: Sink):
         self.sink = sink
 
     def write(self, data: bytes) -> None:
         self.sink(data)
 
-    def close(self) -> None:
-        pass
 
-
-class ParallelGzip:
+class ParallelGzip(Stage):
     def __init__(self, sink: Sink, level: int, threads: int):
         self.sink = sink
         self.level = level
@@ -130,7 +154,7 @@ class ParallelGzip:
         self._pool.shutdown(wait=True)
 
 
-class Zstd:
+class Zstd(Stage):
     def __init__(self, sink: Sink, level: int, threads: int):
         self.sink = sink
         params = zstandard.ZstdCompressionParameters.from_level(level, threads=worker_count(threads),
@@ -148,7 +172,7 @@ class Zstd:
             self.sink(out)
 
 
-def compressor(kind: str, sink: Sink, level: int | None = None, threads: int = 0):
+def compressor(kind: str, sink: Sink, level: int | None = None, threads: int = 0) -> Stage:
     if kind == "none":
         return PassThrough(sink)
     level = level or DEFAULT_LEVELS[kind]

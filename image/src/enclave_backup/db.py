@@ -9,7 +9,7 @@ from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponenti
 
 from . import log
 from .config import Config
-from .errors import ConfigError, DatabaseError
+from .errors import ConfigError, DatabaseError, NoSuchDatabase
 
 # SQLSTATEs that no retry can fix: bad password/role, unknown database, no permission.
 _PERMANENT_SQLSTATES = {"28P01", "28000", "3D000", "42501", "08004"}
@@ -17,10 +17,20 @@ _PERMANENT_PHRASES = ("password authentication failed", "does not exist", "no pg
                       "permission denied", "role", "authentication")
 
 
+def is_missing_database(exc: Exception) -> bool:
+    """SQLSTATE 3D000 (invalid_catalog_name). A failed connect carries no SQLSTATE (libpq keeps
+    only the server's message), so there, and only there, the server's FATAL text says it."""
+    sqlstate = getattr(exc, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate == psycopg.errors.InvalidCatalogName.sqlstate
+    text = str(exc)
+    return "database" in text and "does not exist" in text
+
+
 def describe(exc: Exception, database: str) -> str:
     text = log.scrub(str(exc).strip())
     sqlstate = getattr(exc, "sqlstate", None)
-    if sqlstate == "3D000" or ("database" in text and "does not exist" in text):
+    if is_missing_database(exc):
         return (f"database {database!r} does not exist on the server ({text}); "
                 "check PGDATABASE or create the database")
     if sqlstate in ("28P01", "28000") or "authentication failed" in text or "password" in text:
@@ -58,7 +68,8 @@ def connect(config: Config, *, dbname: str | None = None, autocommit: bool = Fal
     try:
         return attempt()
     except psycopg.Error as exc:
-        raise DatabaseError(describe(exc, dbname or config.database)) from None
+        kind = NoSuchDatabase if is_missing_database(exc) else DatabaseError
+        raise kind(describe(exc, dbname or config.database)) from None
 
 
 @contextlib.contextmanager

@@ -190,13 +190,9 @@ def check_supported(version: tuple[int, int], text: str) -> None:
 
 
 def dump_cockroachdb(conn: psycopg.Connection, database: str, write: Callable[[bytes], None],
-                     stats: DumpStats, *, now_version: str | None = None,
-                     clock: Callable[[], float] = time.monotonic) -> None:
-    """Write a replayable SQL script of `database`, every read at one AS OF SYSTEM TIME.
-
-    `now_version` is the server's `SELECT version()` text when the caller already read it.
-    """
-    version, version_text, timestamp = pick_snapshot(conn, now_version)
+                     stats: DumpStats, *, clock: Callable[[], float] = time.monotonic) -> None:
+    """Write a replayable SQL script of `database`, every read at one AS OF SYSTEM TIME."""
+    version, version_text, timestamp = pick_snapshot(conn)
     window = GcWindow(gc_ttl_seconds(conn, database), clock)
     stats.snapshot = timestamp
     # A historical, read-only transaction: every read below sees the same snapshot.
@@ -287,7 +283,7 @@ def gc_ttl_seconds(conn: psycopg.Connection, database: str) -> int | None:
     return None
 
 
-def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tuple[int, int], str, str]:
+def pick_snapshot(conn: psycopg.Connection) -> tuple[tuple[int, int], str, str]:
     """Server version and the HLC timestamp (DECIMAL, as AS OF SYSTEM TIME takes it).
 
     cluster_logical_timestamp() is refused under READ COMMITTED, hence SERIALIZABLE; the
@@ -295,7 +291,7 @@ def pick_snapshot(conn: psycopg.Connection, now_version: str | None) -> tuple[tu
     """
     conn.rollback()
     conn.execute(SERIALIZABLE_SQL)
-    version_text = now_version or conn.execute(VERSION_SQL).fetchone()[0]
+    version_text = conn.execute(VERSION_SQL).fetchone()[0]
     version = parse_version(version_text)
     check_supported(version, version_text)
     conn.execute(FLOAT_DIGITS_SQL)  # shortest exact float text for the INSERT fallback

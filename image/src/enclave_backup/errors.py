@@ -13,6 +13,10 @@ class DatabaseError(BackupError):
     exit_code = 3
 
 
+class NoSuchDatabase(DatabaseError):
+    """The database to connect to does not exist on the server."""
+
+
 class StorageError(BackupError):
     exit_code = 4
 

@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 
 from . import log, readers
 from .catalog import complete_backups
+from .clock import utcnow
 from .config import Config
 from .manifest import manifest_key
 from .retention import Decision, Rules, decide
-from .s3 import Storage, utcnow
+from .s3 import Storage
 from .verification import record_key
 
 
@@ -26,9 +27,9 @@ class PruneSummary:
     dry_run: bool = False
 
 
-def run_prune(config: Config, dry_run: bool = False, storage: Storage | None = None) -> PruneSummary:
+def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
     logger = log.get()
-    storage = storage or Storage(config)
+    storage = Storage(config)
     rules = Rules.from_config(config)
     summary = PruneSummary(dry_run=dry_run)
     if not rules.active:

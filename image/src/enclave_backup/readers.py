@@ -14,8 +14,9 @@ import uuid
 from datetime import datetime, timedelta
 
 from . import log
+from .clock import utcnow
 from .errors import STOP_DEADLINE_SECONDS, StorageError, Terminated
-from .s3 import Storage, StoredObject, utcnow
+from .s3 import Storage, StoredObject
 
 MARKER_INFIX = ".reader-"
 

@@ -12,7 +12,8 @@ import hashlib
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import datetime
+from types import TracebackType
 from typing import Iterator
 
 import boto3
@@ -21,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from . import log
 from .config import Config
-from .errors import ConfigError, StorageError
+from .errors import STOP_DEADLINE_SECONDS, ConfigError, StorageError, Terminated
 
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1_000
@@ -103,6 +104,19 @@ class StoredObject:
     last_modified: datetime
 
 
+@dataclass(frozen=True)
+class ObjectHead:
+    size: int
+    metadata: dict[str, str]  # the x-amz-meta-* headers, names without the prefix
+
+
+@dataclass(frozen=True)
+class PendingUpload:
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
 class Storage:
     def __init__(self, config: Config, *, max_attempts: int | None = None):
         self.config = config
@@ -155,9 +169,11 @@ class Storage:
         with storage_errors("reading", self.bucket, key):
             return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"].read()
 
-    def head(self, key: str) -> dict | None:
+    def head(self, key: str) -> ObjectHead | None:
+        """The object's size and metadata; None if there is no such object."""
         try:
-            return self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            return ObjectHead(head["ContentLength"], head.get("Metadata", {}))
         except ClientError as exc:
             if is_not_found(exc):
                 return None
@@ -165,10 +181,10 @@ class Storage:
         except BotoCoreError as exc:
             raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key))) from None
 
-    def open_read(self, key: str):
-        """The object's streaming body; iterate with .iter_chunks()."""
+    def open_read(self, key: str) -> "ObjectReader":
+        """The object's bytes as they arrive, for reading with read(size)."""
         with storage_errors("reading", self.bucket, key):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"]
+            return ObjectReader(self.client.get_object(Bucket=self.bucket, Key=key)["Body"], self.bucket, key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Write (or replace) a small object of this tool's own, such as a verification result."""
@@ -188,12 +204,13 @@ class Storage:
         with storage_errors("deleting", self.bucket, key):
             self.client.delete_object(Bucket=self.bucket, Key=key)
 
-    def pending_uploads(self, prefix: str) -> list[dict]:
+    def pending_uploads(self, prefix: str) -> list[PendingUpload]:
         paginator = self.client.get_paginator("list_multipart_uploads")
-        uploads: list[dict] = []
+        uploads: list[PendingUpload] = []
         with storage_errors("listing pending uploads in", self.bucket, prefix or None):
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
-                uploads.extend(page.get("Uploads", []))
+                uploads.extend(PendingUpload(u["Key"], u["UploadId"], u["Initiated"])
+                               for u in page.get("Uploads", []))
         return uploads
 
     def abort(self, key: str, upload_id: str) -> None:
@@ -207,26 +224,68 @@ class Storage:
             raise StorageError(log.scrub(describe_error(exc, "aborting the upload of", self.bucket, key))) from None
 
     def start_upload(self, key: str, content_type: str, metadata: dict[str, str]) -> "MultipartUpload":
+        """A new multipart upload of `key`, to use as a `with` block (see MultipartUpload)."""
         with storage_errors("starting the upload of", self.bucket, key):
             upload_id = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
-        return MultipartUpload(self, key, upload_id)
+        return MultipartUpload(self, key, upload_id, self.config.part_size, self.config.upload_concurrency)
+
+    def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict:
+        """Store part `number`; returns the entry CompleteMultipartUpload takes for it."""
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        with storage_errors(f"uploading part {number} of", self.bucket, key):
+            etag = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
+                                           Body=body, ContentMD5=md5)["ETag"]
+        return {"PartNumber": number, "ETag": etag}
+
+    def complete_upload(self, key: str, upload_id: str, parts: list[dict]) -> None:
+        """Make the object visible; never over another run's object (If-None-Match)."""
+        with storage_errors("completing the upload of", self.bucket, key):
+            conditional(lambda extra: self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **extra),
+                self.bucket, key)
+
+
+class ObjectReader:
+    """An object's bytes as they arrive; a failed read raises StorageError saying what failed."""
+
+    def __init__(self, body, bucket: str, key: str):
+        self._body, self.bucket, self.key = body, bucket, key
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (all that is left for -1); b"" at the end."""
+        try:
+            return self._body.read(None if size < 0 else size)
+        except (BotoCoreError, ClientError, OSError) as exc:  # OSError: the connection broke mid-body
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, self.key))) from None
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __enter__(self) -> "ObjectReader":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 class MultipartUpload:
     """Buffers stored bytes into parts and uploads them on a small thread pool.
 
-    At most `upload_concurrency` parts are in flight; `write` blocks when all slots are
+    At most `concurrency` parts are in flight; `write` blocks when all slots are
     taken, so memory stays near (concurrency + 1) x part size whatever the dump's size.
     A part is at least its part_size(); it takes whole writes, so it can be one write longer.
+
+    Used as a `with` block: the object becomes visible only through complete(), called
+    inside the block; leaving it any other way (an error, SIGTERM, Ctrl-C, or without
+    complete()) aborts the upload, so no object and no parts are left.
     """
 
-    def __init__(self, storage: Storage, key: str, upload_id: str):
+    def __init__(self, storage: Storage, key: str, upload_id: str, base_part_size: int, concurrency: int):
         self.storage = storage
         self.key = key
         self.upload_id = upload_id
-        concurrency = storage.config.upload_concurrency
-        self._base = storage.config.part_size
+        self._base = base_part_size
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
         self._slots = threading.BoundedSemaphore(concurrency)
         self._futures: list[Future] = []
@@ -235,6 +294,22 @@ class MultipartUpload:
         self._next_part = 1
         self._finished = False
         self.size = 0
+
+    def __enter__(self) -> "MultipartUpload":
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        if self._finished:
+            return
+        logger = log.get()
+        try:
+            # After SIGTERM the pod's grace period counts: one short attempt, no waiting for parts in flight.
+            self.abort(STOP_DEADLINE_SECONDS if isinstance(exc, Terminated) else None)
+            logger.info("multipart upload aborted: no object was written", key=self.key)
+        except StorageError as failed:
+            logger.error("could not abort the multipart upload; the next backup removes it once stale",
+                         key=self.key, upload_id=self.upload_id, error=str(failed))
 
     def write(self, data) -> None:
         # Kept as written and joined once per part: no copy per write, no re-slicing.
@@ -253,18 +328,10 @@ class MultipartUpload:
         self._slots.acquire()
         body = b"".join(self._chunks)
         self._chunks, self._buffered = [], 0
-        future = self._pool.submit(self._upload_part, self._next_part, body)
+        future = self._pool.submit(self.storage.upload_part, self.key, self.upload_id, self._next_part, body)
         future.add_done_callback(lambda _f: self._slots.release())
         self._futures.append(future)
         self._next_part += 1
-
-    def _upload_part(self, number: int, body: bytes) -> dict:
-        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
-        with storage_errors(f"uploading part {number} of", self.storage.bucket, self.key):
-            etag = self.storage.client.upload_part(
-                Bucket=self.storage.bucket, Key=self.key, UploadId=self.upload_id,
-                PartNumber=number, Body=body, ContentMD5=md5)["ETag"]
-        return {"PartNumber": number, "ETag": etag}
 
     def _raise_failed(self) -> None:
         for future in self._futures:
@@ -272,14 +339,11 @@ class MultipartUpload:
                 raise future.exception()
 
     def complete(self) -> None:
+        """Upload what is buffered and make the object visible."""
         if self._chunks or self._next_part == 1:
             self._submit()
         parts = [f.result() for f in self._futures]
-        bucket, client = self.storage.bucket, self.storage.client
-        with storage_errors("completing the upload of", bucket, self.key):
-            conditional(lambda extra: client.complete_multipart_upload(
-                Bucket=bucket, Key=self.key, UploadId=self.upload_id, MultipartUpload={"Parts": parts}, **extra),
-                bucket, self.key)
+        self.storage.complete_upload(self.key, self.upload_id, parts)
         self._finished = True
         self._pool.shutdown(wait=True)
 
@@ -302,7 +366,7 @@ class MultipartUpload:
         cleanup = self.storage.cleanup_storage()
         cleanup.abort(self.key, self.upload_id)
         # S3 may still be storing a part that raced the abort: list and abort again.
-        if any(u["UploadId"] == self.upload_id for u in cleanup.pending_uploads(self.key)):
+        if any(u.upload_id == self.upload_id for u in cleanup.pending_uploads(self.key)):
             cleanup.abort(self.key, self.upload_id)
 
 
@@ -318,7 +382,3 @@ def conditional(call, bucket: str, key: str):
         if not is_unsupported(exc):
             raise
     return call({})
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)

@@ -7,7 +7,6 @@ result is stored beside the backup (`<key>.verify.json`) for `list` and `status`
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import timedelta
 
@@ -15,27 +14,26 @@ import psycopg
 
 from . import __version__, db, log, verification
 from .catalog import complete_backups
+from .clock import utcnow
 from .config import Config
 from .errors import BackupError, ConfigError, DatabaseError, IntegrityError, StorageError
+from .maintenance import connect_maintenance, drop_quietly
 from .manifest import parse_key
-from .restore import MAX_NAME_BYTES, STAMP, connect_maintenance, load, resolve
-from .s3 import Storage, utcnow
+from .names import MAX_NAME_BYTES, STAMP, verify_name, verify_pattern
+from .replay import load
+from .s3 import Storage
+from .source import resolve
 from .swap_views import is_view_statement
 
-
 MAX_NAME_ATTEMPTS = 10
-
-
-def scratch_name(database: str, stamp: str) -> str:
-    return f"{database}_verify_{stamp}"
 
 
 def run_verify(config: Config, object_key: str = "latest") -> verification.Record:
     logger = log.get()
     started = time.monotonic()
-    if len(scratch_name(config.database, "0" * 14).encode()) > MAX_NAME_BYTES:
+    if len(verify_name(config.database, "0" * 14).encode()) > MAX_NAME_BYTES:
         raise ConfigError(f"database name {config.database!r} is too long: the verify scratch database's name "
-                          f"{scratch_name(config.database, STAMP)!r} must fit in {MAX_NAME_BYTES} bytes")
+                          f"{verify_name(config.database, STAMP)!r} must fit in {MAX_NAME_BYTES} bytes")
     storage = Storage(config)
     if object_key == "latest":
         newest = complete_backups(storage, config.key_prefix, config.database)
@@ -96,16 +94,10 @@ def _restore_and_count(config: Config, storage: Storage, key: str, manifest) -> 
         logger.info("verify scratch database created", scratch=scratch)
         try:
             # Views are not loaded on CockroachDB, as in a restore before its swap; rows live in tables.
-            load(config, storage, key, manifest, scratch,
-                 defer=is_view_statement if getattr(sql, "defers_views", False) else None)
+            load(config, storage, key, manifest, scratch, defer=is_view_statement if sql.defers_views else None)
             return _count(config, scratch, manifest.tables, sql.name)
         finally:
-            try:
-                conn.execute(sql.drop_sql(scratch, force=True))
-                logger.info("verify scratch database dropped", scratch=scratch)
-            except Exception as exc:  # noqa: BLE001 - the verdict matters more; the next verify drops it
-                logger.error("could not drop the verify scratch database; a later verify drops it",
-                             scratch=scratch, error=log.scrub(str(exc)))
+            drop_quietly(conn, sql, scratch, kind="verify scratch database", later="a later verify")
 
 
 def _create_scratch(conn, sql, database: str) -> str:
@@ -113,7 +105,7 @@ def _create_scratch(conn, sql, database: str) -> str:
     (a manual run may overlap the CronJob's), so CREATE DATABASE itself settles a clash:
     the run that loses it takes the next second's name."""
     for _ in range(MAX_NAME_ATTEMPTS):
-        scratch = scratch_name(database, utcnow().strftime(STAMP))
+        scratch = verify_name(database, utcnow().strftime(STAMP))
         try:
             # No state from the live database (it is never read) and none from the backup:
             # owners and grants it names need not exist here, and nothing connects to it.
@@ -127,7 +119,7 @@ def _create_scratch(conn, sql, database: str) -> str:
 
 def _drop_leftovers(conn, sql, config: Config) -> None:
     """Scratch databases of verify runs killed outright, old enough that no run still uses them."""
-    pattern = re.compile(rf"^{re.escape(config.database)}_verify_(\d{{14}})$")
+    pattern = verify_pattern(config.database)
     cutoff = (utcnow() - timedelta(seconds=config.reader_marker_seconds)).strftime(STAMP)
     for name in sql.databases(conn):
         match = pattern.match(name)

@@ -1,4 +1,4 @@
-"""Database-level SQL of the restore, per engine: create, rename, drop, comment, sessions.
+"""Engine dialects: the database-level SQL of restore and verify (create, rename, drop, comment, sessions).
 
 PostgreSQL and CockroachDB differ here: CockroachDB drops with CASCADE, has no
 template databases or advisory locks, cannot rename a database that views or routines
@@ -49,8 +49,11 @@ def parse_marker(comment: str | None) -> dict | None:
 
 class PostgreSQL:
     name = "postgresql"
+    # Where CREATE/ALTER/DROP DATABASE run, tried in order: outside the database being replaced.
     maintenance_databases = ("postgres",)
     swap_in_transaction = True  # ALTER DATABASE ... RENAME is transactional here
+    defers_views = False  # views do not block a rename here
+    sees_clients = True  # pg_stat_activity says which database each session uses
 
     def databases(self, conn) -> list[str]:
         return [r[0] for r in conn.execute("SELECT datname FROM pg_database WHERE NOT datistemplate").fetchall()]

@@ -1,0 +1,148 @@
+"""A backup's script replayed into a database: read, hashed, decompressed, split, run one statement at a time.
+
+The object is checked against its manifest (size, sha256, SQL bytes) before the splitter
+sees its end, so a cut-off last statement never runs; a failing statement stops the replay
+and names its line (design invariant 4).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+import psycopg
+
+from . import db, log, readers
+from .compress import decompressed
+from .config import Config
+from .errors import DatabaseError, IntegrityError
+from .manifest import Manifest
+from .progress import Progress
+from .s3 import ObjectReader, Storage
+from .sqlscript import CopyBlock, Statement, split
+
+READ_CHUNK = 256 * 1024
+
+
+@dataclass
+class Loaded:
+    stored: int = 0
+    uncompressed: int = 0
+    statements: int = 0
+    rows: int = 0
+    table: str = ""
+    deferred: list[str] = field(default_factory=list)  # statements to run after the swap
+
+
+class ObjectStream:
+    """The object's bytes, hashed as they pass, decompressed into SQL text."""
+
+    def __init__(self, reader: ObjectReader, key: str, manifest: Manifest, loaded: Loaded, progress: Progress):
+        self.reader, self.key, self.manifest = reader, key, manifest
+        self.loaded, self.progress = loaded, progress
+        self.hasher = hashlib.sha256()
+
+    def _read(self):
+        while raw := self.reader.read(READ_CHUNK):
+            self.hasher.update(raw)
+            self.loaded.stored += len(raw)
+            yield raw
+
+    def sql_chunks(self):
+        for text in decompressed(self.manifest.compression, self._read()):
+            self.loaded.uncompressed += len(text)
+            self.progress.add(len(text), self._snapshot)
+            yield text
+        # Checked before the splitter sees the end, so a cut-off last statement never runs.
+        self.verify()
+
+    def _snapshot(self) -> dict:
+        return {"stored_bytes": self.loaded.stored, "statements": self.loaded.statements,
+                "rows": self.loaded.rows, "table": self.loaded.table}
+
+    def drain(self) -> None:
+        for _ in self._read():
+            pass
+
+    def verify(self) -> None:
+        m, got = self.manifest, self.loaded
+        problems = []
+        if got.stored != m.stored_size:
+            problems.append(f"{got.stored} stored bytes, manifest says {m.stored_size}")
+        if self.hasher.hexdigest() != m.sha256:
+            problems.append(f"sha256 {self.hasher.hexdigest()}, manifest says {m.sha256}")
+        if got.uncompressed != m.uncompressed_size:
+            problems.append(f"{got.uncompressed} bytes of SQL, manifest says {m.uncompressed_size}")
+        if problems:
+            raise IntegrityError(f"{self.key} does not match its manifest: " + "; ".join(problems))
+
+
+def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch: str,
+         defer=None) -> Loaded:
+    """Apply the object's script to `scratch`, one statement at a time, stopping at the first error.
+
+    Statements for which `defer(sql)` is true are kept in `Loaded.deferred` instead (the tail
+    of a CockroachDB script, views and routines among it, run once the database has its final name).
+    """
+    logger = log.get()
+    loaded = Loaded()
+    progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
+    conn = db.connect(config, dbname=scratch, autocommit=True)
+    # The marker keeps prune away from the backup while it is read.
+    with conn, readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur:
+        stream = ObjectStream(reader, key, manifest, loaded, progress)
+        for item in split(stream.sql_chunks()):
+            statement = item.statement if isinstance(item, CopyBlock) else item
+            loaded.statements += 1
+            try:
+                if isinstance(item, CopyBlock):
+                    loaded.table = _copy_table(statement.sql)
+                    with cur.copy(statement.data) as copy:
+                        for data in item:
+                            copy.write(data)
+                            loaded.rows += data.count(b"\n")  # one line per row in text format
+                elif defer is not None and defer(statement.sql):
+                    loaded.deferred.append(statement.sql)
+                else:
+                    cur.execute(statement.data)
+                    loaded.rows += _inserted(cur)
+            except psycopg.errors.UndefinedObject as exc:
+                if not _SESSION_SET.match(statement.sql):
+                    _statement_failed(stream, statement, exc, scratch)
+                # A newer pg_dump sets parameters this server does not have (pg_dump 17+:
+                # transaction_timeout); a parameter that does not exist cannot matter here.
+                logger.warning("skipped a setting this server does not know", line=statement.line,
+                               statement=statement.head())
+            except psycopg.Error as exc:
+                _statement_failed(stream, statement, exc, scratch)
+    return loaded
+
+
+_SESSION_SET = re.compile(r"(?is)^SET\s+(SESSION\s+)?[a-z_][a-z0-9_]*\s*(=|TO)\s*[^;]*$")
+
+
+def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.Error, scratch: str):
+    where = f"the statement at line {statement.line} failed: {db.describe(exc, scratch)}; it begins: {statement.head()}"
+    if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+        # A corrupt object makes bad SQL; read the rest to tell a damaged backup from a real SQL error.
+        stream.drain()
+        try:
+            stream.verify()
+        except IntegrityError as bad:
+            raise IntegrityError(log.scrub(f"{bad}; {where}")) from None
+    raise DatabaseError(log.scrub(where)) from None
+
+
+def _inserted(cur) -> int:
+    """Rows an INSERT statement added (the backup's data batches), 0 for anything else."""
+    status = cur.statusmessage or ""
+    return max(cur.rowcount, 0) if status.startswith("INSERT ") else 0
+
+
+_COPY_TABLE = re.compile(r"(?is)^COPY\s+(.+?)\s*(?:\(|FROM\b)")
+
+
+def _copy_table(sql: str) -> str:
+    m = _COPY_TABLE.match(sql)
+    return m.group(1) if m else ""

@@ -1,0 +1,96 @@
+"""Which object a restore or verify reads, and whether it is this database's complete backup.
+
+Everything here fails before any database work: the object, its manifest, its metadata and
+the script's own first lines must name the same run, database and installation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from .catalog import ANY_INSTALLATION, complete_backups, read_manifest
+from .compress import decompressed
+from .config import Config
+from .errors import IntegrityError, StorageError
+from .manifest import Manifest, ascii_name, decode_metadata, manifest_key, parse_header
+from .s3 import Storage
+
+HEADER_BYTES = 64 * 1024  # the object's first bytes, read to check its header before any work
+OVERRIDE_HINT = ("; to restore another installation's backup on purpose (disaster recovery), set "
+                 "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION (restore.sourceInstallation) to its name, "
+                 f"or to {ANY_INSTALLATION!r} for backups that record none")
+
+
+def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Manifest]:
+    """The object's key and its checked manifest; fails before any database work."""
+    source = config.source_installation
+    if object_key == "latest":
+        backups = complete_backups(storage, config.key_prefix, config.database, installation=source)
+        if not backups:
+            raise StorageError(f"no complete backup of {config.database!r} by installation {source!r} in "
+                               f"s3://{config.bucket}/{config.key_prefix} (an object counts only with its manifest)"
+                               + OVERRIDE_HINT)
+        key = backups[0].key
+    else:
+        key = object_key.lstrip("/")
+    head = storage.head(key)
+    if head is None and object_key != "latest" and config.key_prefix and not key.startswith(config.key_prefix):
+        relative = storage.head(config.key_prefix + key)  # a key given relative to the prefix
+        if relative is not None:
+            key, head = config.key_prefix + key, relative
+    if head is None:
+        raise StorageError(f"s3://{config.bucket}/{key}: no such object; `enclave-backup list` shows the backups")
+    if storage.head(manifest_key(key)) is None:
+        raise IntegrityError(f"s3://{config.bucket}/{key} has no manifest ({manifest_key(key)}): "
+                             "it is not a complete backup")
+    manifest = read_manifest(storage, key)
+    where = f"s3://{config.bucket}/{key}"
+    if manifest.database != config.database:
+        raise IntegrityError(f"{where} is a backup of database {manifest.database!r}, not of {config.database!r}; "
+                             "nothing was changed")
+    if source != ANY_INSTALLATION and manifest.installation != source:
+        raise IntegrityError(f"{where} was written by installation {manifest.installation or '(not recorded)'!r}, "
+                             f"not by {source!r}; nothing was changed" + OVERRIDE_HINT)
+    if head.size != manifest.stored_size:
+        raise IntegrityError(f"{where} holds {head.size} bytes but its manifest "
+                             f"says {manifest.stored_size}: the object is truncated or was replaced")
+    check_identity(where, manifest, decode_metadata(head.metadata), read_header(storage, key, manifest))
+    return key, manifest
+
+
+_LEGACY_HEADER = re.compile(rb"^-- enclave-backup \S+: (\S+) database (.*)$", re.M)
+
+
+def read_header(storage: Storage, key: str, manifest: Manifest) -> dict | None:
+    """The identity the script's own first lines declare (older backups: engine and database only)."""
+    raw = storage.read_range(key, min(HEADER_BYTES, manifest.stored_size))
+    text = b""
+    try:
+        for piece in decompressed(manifest.compression, [raw]):
+            text += piece
+            break  # the header is in the first lines; a partial stream ends without its tail
+    except IntegrityError:
+        pass  # the range cut the stream: what came out before is all the header needs
+    found = parse_header(text)
+    if found is None and (legacy := _LEGACY_HEADER.search(text[:4096])):
+        found = {"engine": legacy.group(1).decode(), "database": legacy.group(2).decode("ascii", "replace")}
+    return found
+
+
+def check_identity(where: str, manifest: Manifest, metadata: dict, header: dict | None) -> None:
+    """The manifest, the object's metadata and its header must name the same run, database and engine."""
+    expected = manifest.identity()
+    if header is None:
+        raise IntegrityError(f"{where} does not begin with an enclave-backup header: it is not a backup this tool "
+                             "made; nothing was changed")
+    if not manifest.run_id:  # written before run ids: only engine and database can be compared
+        expected = {"engine": manifest.engine, "database": ascii_name(manifest.database)}
+        header = {k: header.get(k) for k in expected}
+        metadata = {}
+    for name, got in (("header", header), ("metadata", metadata)):
+        differs = {k: got.get(k) for k in expected if got.get(k) != expected[k]}
+        if differs:
+            raise IntegrityError(f"{where}: its {name} disagrees with its manifest ({json.dumps(differs)} vs "
+                                 f"{json.dumps({k: expected[k] for k in differs})}): the object and the manifest "
+                                 "are not one run's; nothing was changed")

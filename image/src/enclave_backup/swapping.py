@@ -1,0 +1,117 @@
+"""Putting the restored database in the live one's place: clients out first, then the renames.
+
+live -> previous and scratch -> live, one transaction where the engine allows it; on
+CockroachDB, where views and routines block the rename, swap_views.py does it instead.
+"""
+
+from __future__ import annotations
+
+import time
+
+import psycopg
+
+from . import db, log
+from .config import Config
+from .dialects import Client
+from .errors import DatabaseError
+from .names import restored_name
+from .swap_views import swap_keeping_views
+
+SWAP_RETRY_SECONDS = 10.0  # after terminating clients: time for their sessions to end
+
+
+def wait_for_clients(config: Config, conn, sql, live: str | None) -> None:
+    """Wait until nobody else uses the live database; end their sessions if so configured."""
+    if live is None:
+        return
+    logger = log.get()
+    if not sql.sees_clients:
+        logger.info("not waiting for clients: the server cannot tell which database a session uses, and "
+                    "sessions of other applications are never waited for or ended; stop the clients of the "
+                    "database first (the chart holds the Manager at 0 replicas)", database=live,
+                    terminate_clients_ignored=config.restore_terminate_clients)
+        return
+    deadline = time.monotonic() + config.restore_wait_for_clients_seconds
+    next_log = 0.0
+    while True:
+        with db.database_errors(live, "listing the clients of the live database"):
+            clients = sql.clients(conn, live)
+        if not clients:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            break
+        if now >= next_log:
+            logger.info("waiting for clients to leave the live database", database=live, clients=len(clients),
+                        who=[c.describe() for c in clients[:10]], seconds_left=round(deadline - now, 1))
+            next_log = now + config.progress_interval
+        time.sleep(min(0.5, max(0.0, deadline - now)))
+    if not config.restore_terminate_clients:
+        raise DatabaseError(
+            f"{len(clients)} client(s) still connected to {live!r} after waiting "
+            f"{config.restore_wait_for_clients_seconds:g}s ({_who(clients)}); the restored data was discarded and "
+            f"{live!r} is unchanged. Stop them (e.g. Manager.ReplicaCount=0), raise restore.waitForClientsSeconds "
+            "or set restore.terminateClients=true")
+    with db.database_errors(live, "ending the sessions of other clients"):
+        for client in clients:
+            sql.terminate(conn, client)
+    logger.warning("ended the sessions of clients of the live database", database=live, clients=len(clients),
+                   who=[c.describe() for c in clients[:10]])
+
+
+def _who(clients: list[Client]) -> str:
+    shown = ", ".join(c.describe() for c in clients[:5])
+    return shown + (f" and {len(clients) - 5} more" if len(clients) > 5 else "")
+
+
+def swap_in(config: Config, conn, sql, live: str, scratch: str, previous: str | None, deferred: list[str]) -> None:
+    """live -> previous (None: there is no live database), scratch -> live, the engine's way;
+    `deferred`: the statements the load held back for after the renames (CockroachDB)."""
+    if sql.defers_views:
+        swap_keeping_views(conn, sql, live, scratch, previous, deferred,
+                           lambda name: db.connect(config, dbname=name, autocommit=True))
+    else:
+        swap(conn, sql, live, scratch, previous)
+
+
+def swap(conn, sql, live: str, scratch: str, previous: str | None) -> None:
+    """live -> previous, scratch -> live. Retries while a client slips in between (PostgreSQL)."""
+    deadline = time.monotonic() + SWAP_RETRY_SECONDS
+    while True:
+        try:
+            _swap_once(conn, sql, live, scratch, previous)
+            return
+        except psycopg.errors.ObjectInUse as exc:
+            if time.monotonic() >= deadline:
+                raise DatabaseError(f"cannot rename {live!r}: {db.describe(exc, live)}; "
+                                    "a client keeps connecting to it") from None
+            time.sleep(0.2)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"swapping in the restored database: {db.describe(exc, live)}") from None
+
+
+def _swap_once(conn, sql, live: str, scratch: str, previous: str | None) -> None:
+    if sql.swap_in_transaction:
+        with conn.transaction():
+            if previous:
+                conn.execute(sql.rename_sql(live, previous))
+            conn.execute(sql.rename_sql(scratch, live))
+        return
+    if previous:
+        conn.execute(sql.rename_sql(live, previous))
+    try:
+        conn.execute(sql.rename_sql(scratch, live))
+    except BaseException:
+        if previous:
+            conn.execute(sql.rename_sql(previous, live))  # put the live database back
+        raise
+
+
+def rollback_statements(sql, live: str, kept: str, stamp: str) -> list[str]:
+    """What puts the kept previous database back, to run by hand with no client connected."""
+    statements = [sql.rename_sql(live, restored_name(live, stamp)) + ";", sql.rename_sql(kept, live) + ";"]
+    if sql.defers_views:
+        statements.insert(0, "(CockroachDB renames no database that views or routines depend on: first drop the "
+                             "triggers, views and routines of both databases, SHOW CREATE them to re-create them "
+                             "after the renames)")
+    return statements

@@ -13,11 +13,10 @@ import uuid
 
 import pytest
 
-from tests.container.imagerunner import memory_bytes
-from tests.container.pods import BACKUP_CRONJOB, image_runner as runner
-from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET
-from tests.integration.corpus import add_bulk, build_corpus, fingerprint
+from devkit.corpus import add_bulk, build_corpus, fingerprint
+from devkit.imagerunner import memory_bytes
+from devkit.podrunner import PodResult
+from devkit.release import BACKUP_CRONJOB, BUCKET, image_runner as runner
 
 DB = "malbork"
 

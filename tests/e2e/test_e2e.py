@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET, render, runner, user_secrets
-from tests.integration.corpus import build_corpus, fingerprint
+from devkit.corpus import build_corpus, fingerprint
+from devkit.podrunner import PodResult
+from devkit.release import BUCKET, render, runner, user_secrets
 
 DB = "malbork"
 

@@ -11,8 +11,8 @@ import time
 import psycopg
 import pytest
 
+from devkit.corpus import add_bulk
 from tests.conftest import run_cli
-from tests.integration.corpus import add_bulk
 from tests.integration.test_backup_failures import Running, assert_nothing_left
 
 # Fixed output settings for comparing values, whatever the database's own defaults say.

@@ -67,9 +67,9 @@ def render_text(helm: str, *sets: str, files=(), chart: Path = UMBRELLA, release
     return out
 
 
-def notes(*sets: str) -> str:
+def notes(*sets: str, release: str = "r1") -> str:
     """The umbrella's NOTES: helm template does not render them; Helm 4 does in a client-side dry run."""
-    cmd = [str(helms.binary("helm4")), "install", "r1", str(UMBRELLA), "--dry-run=client", "--namespace", "apps"]
+    cmd = [str(helms.binary("helm4")), "install", release, str(UMBRELLA), "--dry-run=client", "--namespace", "apps"]
     proc = subprocess.run(cmd + [a for s in sets for a in ("--set", s)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split("NOTES:", 1)[1]

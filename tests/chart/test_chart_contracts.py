@@ -256,5 +256,17 @@ def test_notes_tell_schedule_trigger_and_listing():
     assert "helm test r1" in notes
 
 
+def test_notes_name_the_objects_the_chart_renders_for_a_long_release_name(helm):
+    release = "enclave-manager-production-eu-de-frankfurt-zone-1"   # the chart shortens its names
+    objs = doc_render(helm, release=release)
+    text = render_notes(*MANAGER_IMAGE, *DOC_FLAGS, release=release)
+    statefulset = find(objs, "StatefulSet")["metadata"]["name"]
+    assert not statefulset.startswith(f"{release}-enclaveos")
+    assert f"StatefulSet {statefulset} (pod {statefulset}-0)" in text
+    assert f"CronJob {find(objs, 'CronJob')['metadata']['name']} runs on" in text
+    public = next(o["metadata"]["name"] for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-public"))
+    assert f"client service {public}:26257" in text
+
+
 def test_rendered_output_is_deterministic(helm):
     assert render_text(helm, *MANAGER_IMAGE, *DOC_FLAGS) == render_text(helm, *MANAGER_IMAGE, *DOC_FLAGS, extra=("--namespace", "apps"))

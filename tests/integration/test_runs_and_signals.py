@@ -90,8 +90,8 @@ def test_two_processes_started_together_both_succeed(moto, bucket, cli_env):
     assert len(listed) == 2 and len({b["key"] for b in listed}) == 2
 
 
-HELPERS = REPO / "charts/data-shield/charts/enclaveos-chart/templates/_helpers.tpl"
-GRACE = int(re.search(r"terminationGracePeriodSeconds: (\d+)", HELPERS.read_text()).group(1))
+POD_HELPERS = REPO / "charts/data-shield/charts/enclaveos-chart/templates/_pod.tpl"
+GRACE = int(re.search(r"terminationGracePeriodSeconds: (\d+)", POD_HELPERS.read_text()).group(1))
 
 
 def test_sigterm_with_s3_stalled_exits_inside_the_grace_period(moto, bucket, bulk_env):

@@ -42,9 +42,7 @@ def dbname(pg):
     name = f"malbork_{uuid.uuid4().hex[:8]}"
     pg.create_database(name)
     yield name
-    with pg.connect() as conn:
-        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)):
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    pg.drop_databases(name)
 
 
 @dataclass

@@ -23,10 +23,7 @@ DB = "malbork"
 
 @pytest.fixture
 def malbork(image_pg):
-    with image_pg.connect() as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'malbork%'").fetchall():
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.execute(f"CREATE DATABASE {DB}")
+    image_pg.recreate_database(DB)
     return image_pg
 
 

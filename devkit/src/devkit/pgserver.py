@@ -106,6 +106,19 @@ class PgServer:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             conn.execute(f'CREATE DATABASE "{name}"')
 
+    def drop_databases(self, prefix: str) -> None:
+        """Every database whose name starts with `prefix`: a restore's kept and scratch copies too."""
+        with self.connect() as conn:
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                      (prefix,)).fetchall():
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+    def recreate_database(self, name: str) -> None:
+        """`name`, empty, with no database left from earlier runs whose name starts with it."""
+        self.drop_databases(name)
+        with self.connect() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
     def databases(self) -> set[str]:
         with self.connect() as conn:
             return {r[0] for r in conn.execute("SELECT datname FROM pg_database")}

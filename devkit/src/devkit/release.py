@@ -85,11 +85,17 @@ def runner(objects: list[dict], secrets: list[dict], pg_port: int, kind: type[Po
     return kind([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": pg_port})
 
 
+def installed(helm: str, store, pg, prefix: str, *flags: str, secret_key: str | None = None,
+              kind: type[PodRunner] = PodRunner) -> tuple[PodRunner, list[dict]]:
+    """The chart rendered with the documented flags against `store` and `pg` (the user's Secret
+    holding `secret_key` if given), a runner of its pods, and the rendered objects."""
+    objects = render(helm, store.endpoint, prefix, *flags)
+    secrets = user_secrets(store.access_key, secret_key or store.secret_key, pg.password)
+    return runner(objects, secrets, pg.port, kind), objects
+
+
 def image_runner(image: str, store, pg, prefix: str, *flags: str,
                  secret_key: str | None = None) -> tuple[ImagePodRunner, list[dict]]:
-    """The chart rendered (Helm 4) with the documented flags, its backup image set to `image`,
-    its pods run from that image."""
-    objects = render("helm4", store.endpoint, prefix,
-                     f"enclaveos-chart.Backup.Image.Repository={image.rpartition(':')[0]}", *flags)
-    secrets = user_secrets(store.access_key, secret_key or store.secret_key, pg.password)
-    return runner(objects, secrets, pg.port, ImagePodRunner), objects
+    """The same (Helm 4) with the backup image set to `image`, its pods run from that image."""
+    return installed("helm4", store, pg, prefix, f"enclaveos-chart.Backup.Image.Repository={image.rpartition(':')[0]}",
+                     *flags, secret_key=secret_key, kind=ImagePodRunner)

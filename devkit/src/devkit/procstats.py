@@ -19,14 +19,15 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
-def poll_peak(popen: subprocess.Popen, interval: float = 0.02) -> int:
-    """Until `popen` exits, the highest RSS of its whole process tree, sampled every `interval` s.
+def poll_peak(popen: subprocess.Popen, deadline: float | None = None, interval: float = 0.02) -> int:
+    """The highest RSS of `popen`'s whole process tree, sampled every `interval` s, until it
+    exits or `deadline` (time.perf_counter()) passes; then popen.returncode tells which.
 
     The caller drains its pipes meanwhile (a full pipe would stall the process).
     """
     proc = psutil.Process(popen.pid)
     peak = 0
-    while popen.poll() is None:
+    while popen.poll() is None and (deadline is None or time.perf_counter() < deadline):
         try:
             peak = max(peak, tree_rss(proc))
         except psutil.NoSuchProcess:

@@ -35,26 +35,23 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
 import psutil
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
-
-from tests.e2e.rgw import RgwServer  # noqa: E402
-from tests.support.motoserver import MotoServer  # noqa: E402
-from tests.support.pgserver import PgServer, pg_bin  # noqa: E402
-from tests.support.procstats import tree_rss  # noqa: E402
+from devkit.environ import scrubbed
+from devkit.motoserver import MotoServer
+from devkit.paths import CLI, REPO
+from devkit.pgserver import PgServer
+from devkit.procstats import poll_peak
+from devkit.rgw import RgwServer
 
 MiB = 1 << 20
 GiB = 1 << 30
-CLI = str(Path(sys.executable).parent / "enclave-backup")
 PREFIX = "bench"
-POLL_SECONDS = 0.02
 
 # The official AWS CLI, in a virtualenv of its own (it pins botocore): scripts/bench.sh installs it.
 AWS = REPO / ".tools" / "awscli" / "bin" / "aws"
@@ -187,9 +184,8 @@ class Bench:
         self.pg, self.store, self.bucket, self.work, self.timeout = pg, store, bucket, work, timeout
         self.s3 = store.client()
         self.postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
-        base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))}
         # when_required: RGW rejects the CRC checksums newer boto3 and awscli send by default.
-        self.base_env = {**base, **store_env(store), "ENCLAVE_BACKUP_BUCKET": bucket,
+        self.base_env = {**scrubbed(), **store.env(), "ENCLAVE_BACKUP_BUCKET": bucket,
                          "ENCLAVE_BACKUP_PREFIX": PREFIX, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
                          "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required"}
 
@@ -349,19 +345,6 @@ class Bench:
         out = subprocess.run(["bash", "-c", "pg_dump | wc -c"], env=self.env(database),
                              capture_output=True, check=True, text=True).stdout
         return int(out.strip())
-
-
-def poll_peak(popen: subprocess.Popen, deadline: float) -> int:
-    """Peak RSS of popen's process tree until it exits or the deadline (perf_counter) passes."""
-    proc = psutil.Process(popen.pid)
-    peak = 0
-    while popen.poll() is None and time.perf_counter() < deadline:
-        try:
-            peak = max(peak, tree_rss(proc))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(POLL_SECONDS)
-    return peak
 
 
 def last_event(stdout: str, name: str) -> dict:
@@ -535,11 +518,6 @@ def command_version(cmd: list[str]) -> str:
     except OSError:
         return "not installed"
     return (done.stdout or done.stderr).strip().splitlines()[0] if (done.stdout or done.stderr).strip() else "?"
-
-
-def store_env(store) -> dict[str, str]:
-    return {"AWS_ACCESS_KEY_ID": store.access_key, "AWS_SECRET_ACCESS_KEY": store.secret_key,
-            "AWS_ENDPOINT_URL": store.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def store_cpu(store) -> float:

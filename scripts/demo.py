@@ -1,5 +1,5 @@
 """The whole flow on one machine: chart rendered with the documented flags, its pods run as the
-kubelet would (tests/e2e/podrunner.py), against a local PostgreSQL and a local S3 server.
+kubelet would (devkit.podrunner), against a local PostgreSQL and a local S3 server.
 
 Run through scripts/demo.sh (which installs what is missing first). Starts and stops
 everything itself; nothing is left running.
@@ -15,16 +15,12 @@ import shutil
 import sys
 import tempfile
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tests.e2e import release  # noqa: E402
-from tests.e2e.podrunner import PodResult  # noqa: E402
-from tests.integration.corpus import fingerprint  # noqa: E402
-from tests.support.motoserver import MotoServer  # noqa: E402
-from tests.support.pgserver import start_server  # noqa: E402
+from devkit import helm as helms, release
+from devkit.corpus import fingerprint
+from devkit.motoserver import MotoServer
+from devkit.pgserver import start_server
+from devkit.podrunner import PodResult
 
 PREFIX = "prod/enclave-manager"
 DB = "malbork"
@@ -187,8 +183,10 @@ def run(helm: str) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--helm", choices=release.HELMS, default="helm4", help="Helm major to render with")
-    run(p.parse_args().helm)
+    p.add_argument("--helm", choices=helms.HELMS, default="helm4", help="Helm major to render with")
+    args = p.parse_args()
+    helms.ensure_installed()
+    run(args.helm)
 
 
 if __name__ == "__main__":

@@ -31,13 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from devkit.environ import scrubbed
+from devkit.motoserver import MotoServer
+from devkit.paths import CLI
+from devkit.pgserver import start_server
 
-from tests.support.motoserver import MotoServer  # noqa: E402
-from tests.support.pgserver import start_server  # noqa: E402
-
-CLI = str(Path(sys.executable).parent / "enclave-backup")
 SOURCE_PACKAGE = "postgresql-15"
 DEV_PACKAGE = "postgresql-server-dev-15"
 DEBIAN = "http://deb.debian.org/debian"
@@ -180,7 +178,7 @@ def main() -> int:
         reference = dump(pg, "reference", out / "reference.sql")
 
         moto.client().create_bucket(Bucket=BUCKET)
-        env = {**os.environ, **pg.env("regression"), **moto.env(), "ENCLAVE_BACKUP_BUCKET": BUCKET,
+        env = {**scrubbed(), **pg.env("regression"), **moto.env(), "ENCLAVE_BACKUP_BUCKET": BUCKET,
                "ENCLAVE_BACKUP_PROGRESS_SECONDS": "60"}
         say("enclave-backup backup of the regression database")
         run_cli(env, "backup")

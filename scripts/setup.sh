@@ -39,12 +39,14 @@ if [[ ! -x .venv/bin/python ]]; then
   say "creating the virtualenv in .venv"
   python3 -m venv .venv
 fi
-# Reinstall only when the pins changed.
+# Reinstall only when the pins changed. The program and the development kit (devkit/: the
+# servers, pod runners and corpus the tests, the demo and the benchmarks import) install
+# editable, in the same run as the pins they use.
 stamp=.venv/.pins.sha256
-want=$(cat requirements-dev.txt image/pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat requirements-dev.txt image/pyproject.toml devkit/pyproject.toml | sha256sum | cut -d' ' -f1)
 if [[ ! -f $stamp || $(cat "$stamp") != "$want" ]]; then
   say "installing pinned Python packages"
-  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e image
+  .venv/bin/pip install -q --disable-pip-version-check -r requirements-dev.txt -e image -e devkit
   echo "$want" > "$stamp"
 fi
 

@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import tempfile
 import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
-from tests.support.motoserver import MotoServer
-from tests.support.pgserver import SUPPORTED_MAJORS, TOOLS, PgServer, start_server
-
-REPO = Path(__file__).resolve().parent.parent
-CLI = str(Path(sys.executable).parent / "enclave-backup")
+from devkit.environ import scrubbed
+from devkit.motoserver import MotoServer
+from devkit.paths import CLI
+from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, PgServer, start_server
 
 
 @pytest.fixture(scope="session")
@@ -46,9 +42,7 @@ def dbname(pg):
     name = f"malbork_{uuid.uuid4().hex[:8]}"
     pg.create_database(name)
     yield name
-    with pg.connect() as conn:
-        for (db,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (name + "%",)):
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+    pg.drop_databases(name)
 
 
 @dataclass
@@ -75,7 +69,7 @@ class CliResult:
 @pytest.fixture
 def cli_env(pg, moto, bucket, dbname):
     """The environment the CronJob gives the container, pointing at the loopback servers."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))}
+    base = scrubbed()
     # Every major's pg_dump on PATH, as in the image: the program picks the server's own.
     path = ":".join([base.get("PATH", ""), *(str(TOOLS / str(m) / "bin") for m in SUPPORTED_MAJORS if m != 15)])
     return {**base, "PATH": path, **pg.env(dbname), **moto.env(), "ENCLAVE_BACKUP_BUCKET": bucket,

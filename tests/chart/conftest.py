@@ -9,39 +9,28 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-TOOLS = REPO / ".tools" / "bin"
-UMBRELLA = REPO / "charts" / "data-shield"
+from devkit import helm as helms
+from devkit.paths import REPO
+from devkit.release import REQUIRED_FLAGS, UMBRELLA, doc_flags
+
 SUBCHART = UMBRELLA / "charts" / "enclaveos-chart"
 CI_VALUES = sorted(UMBRELLA.glob("ci/*-values.yaml"))
 SUB_CI_VALUES = sorted(SUBCHART.glob("ci/*-values.yaml"))
-HELMS = ("helm3", "helm4")
 
 # The original documentation's flags, verbatim (DESIGN.md section 2).
-DOC_FLAGS = (
-    "enclaveos-chart.Backup.CronSchedule=0 0 * * *",
-    "global.S3.Endpoint=s3.eu-de.cloud-object-storage.appdomain.cloud",
-    "global.S3.Bucket=acme-enclave-manager-backups",
-    "global.S3.HmacSecretName=enclave-manager-backup-credentials",
-    "enclaveos-chart.Backup.S3Prefix=prod/enclave-manager",
-)
+DOC_FLAGS = tuple(doc_flags("s3.eu-de.cloud-object-storage.appdomain.cloud", "prod/enclave-manager"))
 # The Manager has no default image; every render needs one.
-MANAGER_IMAGE = (
-    "enclaveos-chart.Manager.Image.Repository=registry.example.com/enclave-manager",
-    "enclaveos-chart.Manager.Image.Tag=1.0.0",
-)
+MANAGER_IMAGE = tuple(REQUIRED_FLAGS)
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _helm_installed():
-    # The install script is idempotent and fast when the binaries are present.
-    if not all((TOOLS / h).is_file() for h in HELMS):
-        subprocess.run([str(REPO / "scripts" / "install-helm.sh")], check=True)
+    helms.ensure_installed()
 
 
-@pytest.fixture(params=HELMS)
+@pytest.fixture(params=helms.HELMS)
 def helm(request) -> str:
-    return str(TOOLS / request.param)
+    return str(helms.binary(request.param))
 
 
 class HelmError(AssertionError):
@@ -76,6 +65,14 @@ def render_text(helm: str, *sets: str, files=(), chart: Path = UMBRELLA, release
     if rc != 0:
         raise HelmError(err)
     return out
+
+
+def notes(*sets: str, release: str = "r1") -> str:
+    """The umbrella's NOTES: helm template does not render them; Helm 4 does in a client-side dry run."""
+    cmd = [str(helms.binary("helm4")), "install", release, str(UMBRELLA), "--dry-run=client", "--namespace", "apps"]
+    proc = subprocess.run(cmd + [a for s in sets for a in ("--set", s)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split("NOTES:", 1)[1]
 
 
 def render_error(helm: str, *sets: str, files=(), chart: Path = UMBRELLA) -> str:

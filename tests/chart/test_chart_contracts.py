@@ -10,11 +10,11 @@ from .conftest import (
     CI_VALUES,
     DOC_FLAGS,
     MANAGER_IMAGE,
-    TOOLS,
     UMBRELLA,
     env_of,
     find,
     kinds,
+    notes as render_notes,
     pod_spec,
     render,
     render_error,
@@ -248,20 +248,24 @@ def test_umbrella_and_subchart_render_the_same_backup(helm):
 
 
 def test_notes_tell_schedule_trigger_and_listing():
-    # helm template does not render NOTES; Helm 4 renders them in a client-side dry run.
-    proc = subprocess.run(
-        [str(TOOLS / "helm4"), "install", "r1", str(UMBRELLA), "--dry-run=client", "--namespace", "apps"]
-        + [a for f in (*MANAGER_IMAGE, *DOC_FLAGS) for a in ("--set", f)],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    notes = proc.stdout.split("NOTES:", 1)[1]
+    notes = render_notes(*MANAGER_IMAGE, *DOC_FLAGS)
     assert 'runs on "0 0 * * *" (Etc/UTC)' in notes
     assert "The next backup starts at " in notes and " 00:00 UTC." in notes
     assert "kubectl -n apps create job --from=cronjob/r1-enclaveos-backup" in notes
     assert "s3 ls s3://acme-enclave-manager-backups/prod/enclave-manager/" in notes
     assert "helm test r1" in notes
+
+
+def test_notes_name_the_objects_the_chart_renders_for_a_long_release_name(helm):
+    release = "enclave-manager-production-eu-de-frankfurt-zone-1"   # the chart shortens its names
+    objs = doc_render(helm, release=release)
+    text = render_notes(*MANAGER_IMAGE, *DOC_FLAGS, release=release)
+    statefulset = find(objs, "StatefulSet")["metadata"]["name"]
+    assert not statefulset.startswith(f"{release}-enclaveos")
+    assert f"StatefulSet {statefulset} (pod {statefulset}-0)" in text
+    assert f"CronJob {find(objs, 'CronJob')['metadata']['name']} runs on" in text
+    public = next(o["metadata"]["name"] for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-public"))
+    assert f"client service {public}:26257" in text
 
 
 def test_rendered_output_is_deterministic(helm):

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from tests.container.imagerunner import podman
-from tests.e2e.release import BUCKET, REPO
-from tests.support.pgserver import start_server
+from devkit.imagerunner import podman
+from devkit.paths import REPO
+from devkit.pgserver import start_server
+from devkit.release import BUCKET
 
 IMAGE_REPOSITORY = "localhost/enclave-backup"
 BUILD_SECONDS: dict[str, float] = {}

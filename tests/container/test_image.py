@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.container.imagerunner import podman, podman_env
-from tests.container.pods import BACKUP_CRONJOB, image_runner
-from tests.e2e.release import BUCKET
-from tests.support.pgserver import SUPPORTED_MAJORS, start_server
+from devkit.imagerunner import podman, podman_env
+from devkit.pgserver import SUPPORTED_MAJORS, start_server
+from devkit.release import BACKUP_CRONJOB, BUCKET, image_runner
 
 USER = "10001:10001"
 

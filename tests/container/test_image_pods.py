@@ -13,21 +13,17 @@ import uuid
 
 import pytest
 
-from tests.container.imagerunner import memory_bytes
-from tests.container.pods import BACKUP_CRONJOB, image_runner as runner
-from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET
-from tests.integration.corpus import add_bulk, build_corpus, fingerprint
+from devkit.corpus import add_bulk, build_corpus, fingerprint
+from devkit.imagerunner import memory_bytes
+from devkit.podrunner import PodResult
+from devkit.release import BACKUP_CRONJOB, BUCKET, image_runner as runner
 
 DB = "malbork"
 
 
 @pytest.fixture
 def malbork(image_pg):
-    with image_pg.connect() as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'malbork%'").fetchall():
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.execute(f"CREATE DATABASE {DB}")
+    image_pg.recreate_database(DB)
     return image_pg
 
 

@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
 import tempfile
 import time
 
 import pytest
 
-from tests.e2e.release import BUCKET, HELMS, REPO, TOOLS
-from tests.e2e.rgw import RgwServer
-from tests.support.motoserver import MotoServer
-from tests.support.pgserver import start_server
+from devkit import helm as helms
+from devkit.motoserver import MotoServer
+from devkit.pgserver import start_server
+from devkit.release import BUCKET
+from devkit.rgw import RgwServer
 
 STARTUP_SECONDS: dict[str, float] = {}
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _helm_installed():
-    if not all((TOOLS / h).is_file() for h in HELMS):
-        subprocess.run([str(REPO / "scripts" / "install-helm.sh")], check=True)
+    helms.ensure_installed()
 
 
 @pytest.fixture(scope="session")
@@ -58,6 +57,6 @@ def store(request):
     return request.getfixturevalue(f"{request.param}_store")
 
 
-@pytest.fixture(params=HELMS)
+@pytest.fixture(params=helms.HELMS)
 def helm(request) -> str:
     return request.param

@@ -12,9 +12,9 @@ import uuid
 
 import pytest
 
-from tests.e2e.podrunner import PodResult
-from tests.e2e.release import BUCKET, render, runner, user_secrets
-from tests.integration.corpus import build_corpus, fingerprint
+from devkit.corpus import build_corpus, fingerprint
+from devkit.podrunner import PodResult
+from devkit.release import BUCKET, installed as pod, render, runner, user_secrets
 
 DB = "malbork"
 
@@ -22,10 +22,7 @@ DB = "malbork"
 @pytest.fixture
 def malbork(e2e_pg):
     """A fresh `malbork` with the full corpus, and no databases left over from other tests."""
-    with e2e_pg.connect() as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE 'malbork%'").fetchall():
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        conn.execute(f"CREATE DATABASE {DB}")
+    e2e_pg.recreate_database(DB)
     with e2e_pg.connect(DB) as conn:
         build_corpus(conn)
     return e2e_pg
@@ -45,12 +42,6 @@ def sql(pg, *statements: str) -> None:
     with pg.connect(DB) as conn:
         for s in statements:
             conn.execute(s)
-
-
-def pod(helm, store, pg, prefix, *extra_flags, secret_key=None):
-    objects = render(helm, store.endpoint, prefix, *extra_flags)
-    secrets = user_secrets(store.access_key, secret_key or store.secret_key, pg.password)
-    return runner(objects, secrets, pg.port), objects
 
 
 def completed(result: PodResult) -> PodResult:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.podrunner import VENV, Image, PodRunner, config_map, expand, secret
+from devkit.podrunner import VENV, Image, PodRunner, config_map, expand, secret
 
 NS = "apps"
 PRINT_ENV = ["python3", "-c", "import json, os; print(json.dumps(dict(os.environ)))"]
@@ -223,7 +223,7 @@ def test_service_names_of_the_release_map_to_loopback():
 
 
 def test_a_checkout_under_tmp_is_not_moved_into_the_pods_tmp(monkeypatch):
-    import tests.e2e.podrunner as podrunner
+    import devkit.podrunner as podrunner
     monkeypatch.setattr(podrunner, "VENV", Path("/tmp/checkout/.venv"))
     runner = podrunner.PodRunner([], "default")
     scratch = {"/tmp": Path("/scratch/pod/tmp")}

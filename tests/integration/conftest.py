@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from tests.integration.corpus import add_bulk
-from tests.support.pgserver import start_server
+from devkit.corpus import add_bulk
+from devkit.pgserver import start_server
 
 BULK_ROWS = 250_000  # about 110 MB of SQL text: 22 parts of 5 MiB, a second or two of dumping
 

@@ -12,11 +12,11 @@ import uuid
 import psutil
 import pytest
 
+from devkit.corpus import add_bulk
+from devkit.pgserver import start_server
+from devkit.proxy import Proxy
 from tests.conftest import CliResult, run_cli, spawn_cli
 from tests.integration.conftest import BULK_ROWS
-from tests.integration.corpus import add_bulk
-from tests.support.pgserver import start_server
-from tests.support.proxy import Proxy
 
 
 
@@ -179,7 +179,7 @@ def test_configuration_errors_exit_2(cli_env, name, value, words):
 
 
 def test_database_unreachable_retries_then_fails(moto, bucket, cli_env):
-    from tests.support.pgserver import free_port
+    from devkit.net import free_port
     result = run_cli({**cli_env, "PGPORT": str(free_port()), "ENCLAVE_BACKUP_RETRY_SECONDS": "2"}, "backup")
     assert result.returncode == 3
     assert [e for e in result.events if e["event"] == "database connection failed, retrying"]

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import subprocess
 import threading
-import time
 
-import psutil
 import pytest
 
-from tests.conftest import CLI, CliResult
-from tests.support.procstats import tree_rss
+from devkit.paths import CLI
+from devkit.procstats import poll_peak
+from tests.conftest import CliResult
 
 MiB = 1 << 20
 # Stated in the README: with 5 MiB parts and 2 uploads in flight the whole process tree
@@ -22,17 +21,10 @@ def run_measured(env: dict, *args: str, prefix: tuple[str, ...] = ()) -> tuple[C
     """The command's result and the peak RSS of its whole process tree (pg_dump included)."""
     popen = subprocess.Popen([*prefix, CLI, *(args or ("backup",))], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)
-    proc = psutil.Process(popen.pid)
-    peak = 0
     out: list[str] = []
     reader = threading.Thread(target=lambda: out.append(popen.stdout.read()), daemon=True)
     reader.start()
-    while popen.poll() is None:
-        try:
-            peak = max(peak, tree_rss(proc))
-        except psutil.NoSuchProcess:
-            break
-        time.sleep(0.01)
+    peak = poll_peak(popen, interval=0.01)
     reader.join()
     return CliResult(popen.returncode, "".join(out), popen.stderr.read()), peak
 

@@ -9,8 +9,8 @@ import os
 import pytest
 import zstandard
 
+from devkit.corpus import build_corpus, fingerprint, schema_dump
 from tests.conftest import run_cli
-from tests.integration.corpus import build_corpus, fingerprint, schema_dump
 
 DECOMPRESS = {"gzip": gzip.decompress, "zstd": lambda b: zstandard.ZstdDecompressor().decompressobj().decompress(b),
               "none": lambda b: b}
@@ -88,7 +88,7 @@ def test_list_shows_only_complete_backups_newest_first(moto, bucket, dbname, cli
 
 def test_backup_logs_progress_and_never_secrets(pg, dbname, cli_env, moto):
     with pg.connect(dbname) as conn:
-        from tests.integration.corpus import add_bulk
+        from devkit.corpus import add_bulk
         add_bulk(conn, 60_000, width=400)
     env = {**cli_env, "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.1", "ENCLAVE_BACKUP_COMPRESSION": "none"}
     result = run_cli(env, "backup")

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
+from devkit.corpus import build_corpus, fingerprint
 from tests.conftest import backup as _backup, run_cli
-from tests.integration.corpus import build_corpus, fingerprint
 
 
 def _fp(pg, database: str) -> dict:

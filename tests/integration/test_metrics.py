@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from devkit.corpus import add_bulk
+from devkit.net import free_port
+from devkit.pushgateway import Pushgateway
 from tests.conftest import run_cli
-from tests.integration.corpus import add_bulk
-from tests.support.pgserver import free_port
-from tests.support.pushgateway import Pushgateway
 
 
 @pytest.fixture(scope="module")

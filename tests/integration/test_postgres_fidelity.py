@@ -11,8 +11,8 @@ import time
 import psycopg
 import pytest
 
+from devkit.corpus import add_bulk
 from tests.conftest import run_cli
-from tests.integration.corpus import add_bulk
 from tests.integration.test_backup_failures import Running, assert_nothing_left
 
 # Fixed output settings for comparing values, whatever the database's own defaults say.
@@ -311,9 +311,7 @@ def test_database_privileges_settings_limit_and_comment_survive_the_swap(pg, mot
     assert carried["source"] == "live database" and carried["comment"] is True and carried["grants"] >= 3
 
     # No live database (a new cluster): the backup's manifest carries the same state.
-    with pg.connect() as conn:
-        for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datname LIKE %s", (dbname + "%",)):
-            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    pg.drop_databases(dbname)
     result = restore(cli_env)
     assert result.event("database-level state carried over")["source"] == "backup"
     assert database_state(pg, dbname) == state

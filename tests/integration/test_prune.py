@@ -9,11 +9,11 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devkit.motoserver import MotoServer
+from devkit.seeding import copy_backup_at, key_at, keys
 from enclave_backup.manifest import parse_key
 from enclave_backup.retention import Rules, decide
 from tests.conftest import backup as _backup, run_cli, spawn_cli
-from tests.integration.seeding import copy_backup_at, key_at, keys
-from tests.support.motoserver import MotoServer
 
 NOW = datetime.now(timezone.utc)
 

@@ -13,10 +13,10 @@ import time
 
 import pytest
 
+from devkit.corpus import add_bulk, build_corpus, fingerprint, schema_dump
+from devkit.pgserver import pg_bin
 from enclave_backup.manifest import encode_metadata, header_line
 from tests.conftest import backup as _backup, run_cli, spawn_cli
-from tests.integration.corpus import add_bulk, build_corpus, fingerprint, schema_dump
-from tests.support.pgserver import pg_bin
 
 
 def _fp(pg, database: str) -> dict:

@@ -12,13 +12,15 @@ from datetime import datetime, timezone
 
 import pytest
 
+from devkit.corpus import add_bulk, fingerprint
+from devkit.environ import is_program_setting
+from devkit.paths import REPO
+from devkit.proxy import Proxy
 from enclave_backup import backup, config as config_mod, log
 from enclave_backup.errors import StorageError
 from enclave_backup.manifest import decode_metadata, installation_tag, object_key, parse_header
-from tests.conftest import REPO, run_cli, spawn_cli
-from tests.integration.corpus import add_bulk, fingerprint
+from tests.conftest import run_cli, spawn_cli
 from tests.integration.test_backup_failures import Running, uploaded_some_parts
-from tests.support.proxy import Proxy
 
 
 def _objects(moto, bucket) -> dict[str, str]:
@@ -29,7 +31,7 @@ def _objects(moto, bucket) -> dict[str, str]:
 @pytest.fixture
 def in_process(cli_env, monkeypatch):
     """run_backup in this process, with the CronJob's environment and one frozen start second."""
-    for name in [n for n in list(os.environ) if n.startswith(("PG", "AWS_", "ENCLAVE_BACKUP_"))]:
+    for name in [n for n in list(os.environ) if is_program_setting(n)]:
         monkeypatch.delenv(name)
     for name, value in cli_env.items():
         monkeypatch.setenv(name, value)
@@ -88,8 +90,8 @@ def test_two_processes_started_together_both_succeed(moto, bucket, cli_env):
     assert len(listed) == 2 and len({b["key"] for b in listed}) == 2
 
 
-HELPERS = REPO / "charts/data-shield/charts/enclaveos-chart/templates/_helpers.tpl"
-GRACE = int(re.search(r"terminationGracePeriodSeconds: (\d+)", HELPERS.read_text()).group(1))
+POD_HELPERS = REPO / "charts/data-shield/charts/enclaveos-chart/templates/_pod.tpl"
+GRACE = int(re.search(r"terminationGracePeriodSeconds: (\d+)", POD_HELPERS.read_text()).group(1))
 
 
 def test_sigterm_with_s3_stalled_exits_inside_the_grace_period(moto, bucket, bulk_env):

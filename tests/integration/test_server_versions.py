@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
+from devkit.corpus import build_corpus, fingerprint
+from devkit.pgserver import SUPPORTED_MAJORS, pg_bin
 from tests.conftest import run_cli
-from tests.integration.corpus import build_corpus, fingerprint
-from tests.support.pgserver import SUPPORTED_MAJORS, pg_bin
 
 
 def _schema(server, database: str) -> list[str]:

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devkit.corpus import add_bulk, build_corpus, fingerprint
+from devkit.seeding import copy_backup_at, keys
 from tests.conftest import backup as _backup, run_cli
-from tests.integration.corpus import add_bulk, build_corpus, fingerprint
-from tests.integration.seeding import copy_backup_at, keys
 
 
 def _record(moto, bucket: str, key: str) -> dict:

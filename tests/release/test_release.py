@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.e2e.release import RELEASE, render
-from tests.support.pgserver import SUPPORTED_MAJORS
+from devkit.pgserver import SUPPORTED_MAJORS
+from devkit.release import RELEASE, render
 
 REPO = Path(__file__).resolve().parents[2]
 WORKFLOWS = REPO / ".github" / "workflows"

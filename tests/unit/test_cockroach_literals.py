@@ -13,10 +13,10 @@ import subprocess
 
 import pytest
 
+from devkit.pgserver import pg_bin
 from enclave_backup import insertbatch
 from enclave_backup.db import quote_ident
 from enclave_backup.sqlscript import Statement, split
-from tests.support.pgserver import pg_bin
 
 TRICKY_TEXT = [
     "", " leading and trailing ", "it's", "back\\slash", "\\N", "\\.", "\\x00ff", "tab\there", "line\nbreak",

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from devkit.pgserver import pg_bin
 from enclave_backup import dump_cockroach as dc
 from enclave_backup.errors import DatabaseError
 from enclave_backup.stats import DumpStats
-from tests.support.pgserver import pg_bin
 
 RECORDED = Path(__file__).parent / "crdb_recorded"
 

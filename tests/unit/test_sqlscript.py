@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
+from devkit.corpus import build_corpus, fingerprint, schema_dump
+from devkit.pgserver import pg_bin
 from enclave_backup.sqlscript import CopyBlock, ScriptError, Statement, split
-from tests.integration.corpus import build_corpus, fingerprint, schema_dump
-from tests.support.pgserver import pg_bin
 
 
 def parse(script: bytes, chunk: int | None = None) -> list:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from .pgserver import free_port
+from .net import free_port
 
 BINARY = "prometheus-pushgateway"
 

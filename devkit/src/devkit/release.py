@@ -1,4 +1,5 @@
-"""The release the end-to-end tests and the demo install: the documented flags, rendered by Helm.
+"""The release the end-to-end and container tests and the demo install: the documented flags,
+rendered by Helm, and the runners of its pods.
 
 The database is the chart's external-database option pointed at a PostgreSQL service in
 another namespace: the chart's own CockroachDB cannot run here, and this is a
@@ -10,16 +11,15 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-from pathlib import Path
 
 import yaml
 
-from tests.e2e.podrunner import PodRunner, secret
+from .helm import binary as helm_binary
+from .imagerunner import ImagePodRunner
+from .paths import REPO
+from .podrunner import PodRunner, secret
 
-REPO = Path(__file__).resolve().parents[2]
 UMBRELLA = REPO / "charts" / "data-shield"
-TOOLS = REPO / ".tools" / "bin"
-HELMS = ("helm3", "helm4")
 
 RELEASE = "enclave"
 NAMESPACE = "apps"
@@ -27,6 +27,7 @@ BUCKET = "acme-enclave-manager-backups"          # <orgname>-enclave-manager-bac
 CREDENTIALS = "enclave-manager-backup-credentials"
 DB_SECRET = "malbork-db"
 DB_SERVICE, DB_PORT = "postgres.databases", 5432  # a PostgreSQL Service in namespace "databases"
+BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
 
 def doc_flags(endpoint: str, prefix: str) -> list[str]:
@@ -56,7 +57,7 @@ DB_FLAGS = [
 
 
 def helm_command(helm: str, endpoint: str, prefix: str, *extra: str) -> list[str]:
-    cmd = [str(TOOLS / helm), "template", RELEASE, str(UMBRELLA), "--namespace", NAMESPACE]
+    cmd = [str(helm_binary(helm)), "template", RELEASE, str(UMBRELLA), "--namespace", NAMESPACE]
     for flag in [*doc_flags(endpoint, prefix), *REQUIRED_FLAGS, *DB_FLAGS, *extra]:
         cmd += ["--set", flag]
     return cmd
@@ -79,5 +80,22 @@ def user_secrets(access_key: str, secret_key: str, db_password: str) -> list[dic
             secret(DB_SECRET, {"password": db_password}, NAMESPACE)]
 
 
-def runner(objects: list[dict], secrets: list[dict], pg_port: int) -> PodRunner:
-    return PodRunner([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": pg_port})
+def runner(objects: list[dict], secrets: list[dict], pg_port: int, kind: type[PodRunner] = PodRunner) -> PodRunner:
+    """The rendered objects and the user's Secrets, with the database Service mapped to `pg_port`."""
+    return kind([*objects, *secrets], NAMESPACE, services={f"{DB_SERVICE}:{DB_PORT}": pg_port})
+
+
+def installed(helm: str, store, pg, prefix: str, *flags: str, secret_key: str | None = None,
+              kind: type[PodRunner] = PodRunner) -> tuple[PodRunner, list[dict]]:
+    """The chart rendered with the documented flags against `store` and `pg` (the user's Secret
+    holding `secret_key` if given), a runner of its pods, and the rendered objects."""
+    objects = render(helm, store.endpoint, prefix, *flags)
+    secrets = user_secrets(store.access_key, secret_key or store.secret_key, pg.password)
+    return runner(objects, secrets, pg.port, kind), objects
+
+
+def image_runner(image: str, store, pg, prefix: str, *flags: str,
+                 secret_key: str | None = None) -> tuple[ImagePodRunner, list[dict]]:
+    """The same (Helm 4) with the backup image set to `image`, its pods run from that image."""
+    return installed("helm4", store, pg, prefix, f"enclaveos-chart.Backup.Image.Repository={image.rpartition(':')[0]}",
+                     *flags, secret_key=secret_key, kind=ImagePodRunner)

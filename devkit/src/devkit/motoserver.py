@@ -13,22 +13,19 @@ from dataclasses import dataclass, field
 import boto3
 from botocore.config import Config
 
-from .pgserver import free_port
+from .net import free_port
+from .s3store import S3Store
 
 POLICY = json.dumps({"Version": "2012-10-17",
                      "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]})
 
 
 @dataclass
-class MotoServer:
+class MotoServer(S3Store):
     port: int = field(default_factory=free_port)
     access_key: str = ""
     secret_key: str = ""
     proc: subprocess.Popen | None = None
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     # Unauthenticated calls moto allows before it checks signatures: one per IAM call in users().
     bootstrap_calls = 3
@@ -71,10 +68,6 @@ class MotoServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-
-    def env(self) -> dict[str, str]:
-        return {"AWS_ACCESS_KEY_ID": self.access_key, "AWS_SECRET_ACCESS_KEY": self.secret_key,
-                "AWS_ENDPOINT_URL": self.endpoint, "AWS_DEFAULT_REGION": "us-east-1"}
 
     def client(self, endpoint: str | None = None):
         return boto3.client("s3", endpoint_url=endpoint or self.endpoint, region_name="us-east-1",

@@ -7,26 +7,21 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
 
+from .net import free_port
+from .paths import TOOLS as _TOOLS
+
 PG_BIN_CANDIDATES = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
 DEBIAN_MAJOR = 15
 # Other majors, installed from PyPI wheels by scripts/install-postgres.sh.
-TOOLS = Path(__file__).resolve().parents[2] / ".tools" / "postgresql"
+TOOLS = _TOOLS / "postgresql"
 SUPPORTED_MAJORS = (14, 15, 16, 17, 18)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def pg_bin(name: str, major: int | None = None) -> str:
@@ -109,6 +104,19 @@ class PgServer:
     def create_database(self, name: str) -> None:
         with self.connect() as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+    def drop_databases(self, prefix: str) -> None:
+        """Every database whose name starts with `prefix`: a restore's kept and scratch copies too."""
+        with self.connect() as conn:
+            for (db,) in conn.execute("SELECT datname FROM pg_database WHERE starts_with(datname, %s)",
+                                      (prefix,)).fetchall():
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+
+    def recreate_database(self, name: str) -> None:
+        """`name`, empty, with no database left from earlier runs whose name starts with it."""
+        self.drop_databases(name)
+        with self.connect() as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
 
     def databases(self) -> set[str]:

@@ -1,7 +1,7 @@
 """Run a rendered pod's container from the built image with podman, as the kubelet would.
 
 Environment, `$(VAR)` expansion, Secret lookups and service names come from PodRunner
-(tests/e2e/podrunner.py); this adds what running from the virtualenv leaves out: the image
+(devkit.podrunner); this adds what running from the virtualenv leaves out: the image
 itself (its ENV, PATH and files), the pod's security context (user and group, read-only
 root filesystem, capabilities, no-new-privileges, seccomp), its emptyDir volumes, its
 memory and CPU limits, and PID 1 receiving the signals. The network is the host's, so the
@@ -24,10 +24,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.e2e.podrunner import DEFAULT_GRACE_SECONDS, ContainerConfigError, PodResult, PodRunner, Workload, expand
+from .paths import TOOLS
+from .podrunner import DEFAULT_GRACE_SECONDS, ContainerConfigError, PodResult, PodRunner, Workload, expand
 
-REPO = Path(__file__).resolve().parents[2]
-CONTAINERS_CONF = REPO / ".tools" / "containers.conf"   # written by scripts/build-image.sh
+CONTAINERS_CONF = TOOLS / "containers.conf"   # written by scripts/build-image.sh
 
 _QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T|m)?$")
 _FACTORS = {None: 1, "Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40,

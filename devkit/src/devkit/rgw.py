@@ -1,4 +1,4 @@
-"""Ceph RGW on loopback through scripts/rgw.sh, with the same face as tests.support.motoserver."""
+"""Ceph RGW on loopback through scripts/rgw.sh, with the same face as devkit.motoserver."""
 
 from __future__ import annotations
 
@@ -8,27 +8,24 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import boto3
 from botocore.config import Config
 
-from tests.support.pgserver import free_port
+from .net import free_port
+from .paths import SCRIPTS
+from .s3store import S3Store
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "rgw.sh"
+SCRIPT = SCRIPTS / "rgw.sh"
 
 
 @dataclass
-class RgwServer:
+class RgwServer(S3Store):
     port: int = field(default_factory=free_port)
     mon_port: int = field(default_factory=free_port)
     access_key: str = field(default_factory=lambda: "RGW" + secrets.token_hex(8).upper())
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
     dir: str = ""
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def _script(self, action: str) -> None:
         env = {**os.environ, "DIR": self.dir, "RGW_PORT": str(self.port), "MON_PORT": str(self.mon_port),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 
-from .pgserver import free_port
+from .net import free_port
 
 
 class Proxy:

@@ -9,7 +9,7 @@ virtualenv: the same console script the Dockerfile installs. Nothing else leaks 
 the caller's environment.
 
 Not emulated: isolation (user, read-only root filesystem, network), Job retries, service
-link variables (`<SVC>_SERVICE_HOST`), resourceFieldRef. tests/container/imagerunner.py runs
+link variables (`<SVC>_SERVICE_HOST`), resourceFieldRef. devkit.imagerunner runs
 the same pods from the built image, with their isolation and limits.
 """
 
@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
-REPO = Path(__file__).resolve().parents[2]
-VENV = REPO / ".venv"
+from .paths import REPO, VENV
+
 DOCKERFILE = REPO / "image" / "Dockerfile"
 LOOPBACK = "127.0.0.1"
 DEFAULT_GRACE_SECONDS = 30  # terminationGracePeriodSeconds' default

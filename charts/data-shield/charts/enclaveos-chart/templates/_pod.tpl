@@ -1,0 +1,215 @@
+{{/* Pod pieces: images, security contexts, and the pods that run the program with its environment. */}}
+
+{{/* Image reference; call with the Image block (Repository/Tag/Digest) and a default tag. */}}
+{{- define "enclaveos-chart.image" -}}
+{{- $img := index . 0 -}}
+{{- $defaultTag := index . 1 -}}
+{{- if $img.Digest -}}
+{{- printf "%s@%s" $img.Repository $img.Digest -}}
+{{- else -}}
+{{- printf "%s:%s" $img.Repository (default $defaultTag $img.Tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The program's image (Backup.Image), in every pod that runs it. */}}
+{{- define "enclaveos-chart.programImage" -}}
+{{- include "enclaveos-chart.image" (list .Values.Backup.Image .Chart.AppVersion) -}}
+{{- end -}}
+
+{{/* Pod-level security context of every pod running our image. */}}
+{{- define "enclaveos-chart.podSecurityContext" -}}
+runAsNonRoot: true
+# Our image's numeric user; set here too so the kubelet can check it without the image.
+runAsUser: 10001
+runAsGroup: 10001
+seccompProfile:
+  type: RuntimeDefault
+{{- end -}}
+
+{{/* Container security context of every container (restricted Pod Security Standard). */}}
+{{- define "enclaveos-chart.containerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+privileged: false
+capabilities:
+  drop:
+    - ALL
+{{- end -}}
+
+{{/*
+Pod spec of every pod that runs the program (backup, restore, verify, test), with the
+Backup.* pod settings they share: Image, NodeSelector, Tolerations, Affinity, and Resources
+unless the caller passes its own. Call with
+(dict "ctx" $ "args" list "restartPolicy" string "extraEnv" string "resources" map).
+*/}}
+{{- define "enclaveos-chart.programPodSpec" -}}
+{{- $ := .ctx -}}
+serviceAccountName: {{ include "enclaveos-chart.serviceAccountName" $ }}
+# After SIGTERM the program stops, aborts its upload within 10 s (even with the store stalled)
+# and exits; 30 s leaves room for pg_dump to end. Set, not inherited, because the program relies on it.
+terminationGracePeriodSeconds: 30
+automountServiceAccountToken: false
+restartPolicy: {{ .restartPolicy }}
+{{- with $.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- include "enclaveos-chart.podSecurityContext" $ | nindent 2 }}
+{{- with $.Values.Backup.NodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.Backup.Tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.Backup.Affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+containers:
+  - name: enclave-backup
+    image: {{ include "enclaveos-chart.programImage" $ | quote }}
+    imagePullPolicy: {{ $.Values.Backup.Image.PullPolicy }}
+    command: ["enclave-backup"]
+    args:
+      {{- toYaml .args | nindent 6 }}
+    env:
+      {{- include "enclaveos-chart.programEnv" $ | trim | nindent 6 }}
+      {{- with .extraEnv }}
+      {{- . | nindent 6 }}
+      {{- end }}
+    {{- with (.resources | default $.Values.Backup.Resources) }}
+    resources:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
+    securityContext:
+      {{- include "enclaveos-chart.containerSecurityContext" $ | nindent 6 }}
+    volumeMounts:
+      - name: tmp
+        mountPath: /tmp
+volumes:
+  # The root filesystem is read-only; the program and its libraries may spill to /tmp.
+  - name: tmp
+    emptyDir:
+      sizeLimit: 1Gi
+{{- end -}}
+
+{{/*
+S3 endpoint as a URL: a bare host (as IBM COS's endpoint table lists them) gets https://.
+*/}}
+{{- define "enclaveos-chart.s3Endpoint" -}}
+{{- $e := .Values.global.S3.Endpoint -}}
+{{- if regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://" $e -}}
+{{- $e -}}
+{{- else -}}
+{{- printf "https://%s" $e -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The program's environment in every pod that runs it (backup, restore, verify, test):
+the database, the object storage, and the Backup.* settings all its runs share
+(S3Prefix, Compression, LockTimeoutSeconds, Installation, ActiveDeadlineSeconds).
+*/}}
+{{- define "enclaveos-chart.programEnv" -}}
+{{- if .Values.cockroachdb.enabled }}
+- name: PGHOST
+  value: {{ include "enclaveos-chart.cockroachdbPublicName" . | quote }}
+- name: PGPORT
+  value: "26257"
+- name: PGUSER
+  value: root
+- name: PGDATABASE
+  value: {{ .Values.cockroachdb.database | quote }}
+- name: PGSSLMODE
+  # The chart's CockroachDB runs in insecure mode, as the original product did.
+  value: disable
+- name: ENCLAVE_BACKUP_ENGINE
+  value: cockroachdb
+{{- else }}
+{{- $db := .Values.externalDatabase }}
+- name: PGHOST
+  value: {{ $db.host | quote }}
+- name: PGPORT
+  value: {{ $db.port | toString | quote }}
+- name: PGUSER
+  value: {{ $db.user | quote }}
+- name: PGDATABASE
+  value: {{ $db.database | quote }}
+- name: PGSSLMODE
+  value: {{ $db.sslMode | quote }}
+- name: ENCLAVE_BACKUP_ENGINE
+  value: {{ $db.engine | quote }}
+{{- if $db.existingSecret }}
+- name: PGPASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.existingSecret | quote }}
+      key: {{ $db.existingSecretPasswordKey | quote }}
+{{- end }}
+{{- end }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.global.S3.HmacSecretName | quote }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.global.S3.HmacSecretName | quote }}
+      key: AWS_SECRET_ACCESS_KEY
+- name: AWS_ENDPOINT_URL
+  value: {{ include "enclaveos-chart.s3Endpoint" . | quote }}
+- name: AWS_DEFAULT_REGION
+  value: {{ default "us-east-1" .Values.global.S3.Region | quote }}
+- name: ENCLAVE_BACKUP_BUCKET
+  value: {{ .Values.global.S3.Bucket | quote }}
+- name: ENCLAVE_BACKUP_PREFIX
+  value: {{ .Values.Backup.S3Prefix | quote }}
+- name: ENCLAVE_BACKUP_COMPRESSION
+  value: {{ .Values.Backup.Compression | quote }}
+- name: ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS
+  value: {{ int .Values.Backup.LockTimeoutSeconds | toString | quote }}
+- name: ENCLAVE_BACKUP_INSTALLATION
+  # Recorded in every backup: list, latest and restore only see this installation's backups.
+  value: {{ .Values.Backup.Installation | default (printf "%s/%s" .Release.Namespace .Release.Name) | quote }}
+- name: ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS
+  # No backup Job outlives its deadline: an older pending upload is an orphan of a killed pod.
+  value: {{ int .Values.Backup.ActiveDeadlineSeconds | toString | quote }}
+{{- end -}}
+
+{{/* Restore settings, added to the program's environment in the restore hook Job. */}}
+{{- define "enclaveos-chart.restoreEnv" -}}
+{{- $r := .Values.restore -}}
+- name: ENCLAVE_BACKUP_RESTORE_FORCE
+  value: {{ $r.force | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS
+  value: {{ int $r.keepPrevious | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS
+  value: {{ int $r.waitForClientsSeconds | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS
+  value: {{ $r.terminateClients | toString | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION
+  value: {{ $r.sourceInstallation | quote }}
+- name: ENCLAVE_BACKUP_RETRY_SECONDS
+  # On a fresh install the hook can start before the database accepts connections.
+  value: "600"
+{{- end }}
+
+{{/* Retention and metrics settings of the backup and verify runs. */}}
+{{- define "enclaveos-chart.opsEnv" -}}
+{{- $k := .Values.Backup.Retention -}}
+{{- range $name, $env := dict "KeepLast" "KEEP_LAST" "KeepDays" "KEEP_DAYS" "KeepDaily" "KEEP_DAILY" "KeepWeekly" "KEEP_WEEKLY" "KeepMonthly" "KEEP_MONTHLY" }}
+- name: ENCLAVE_BACKUP_{{ $env }}
+  value: {{ int (default 0 (get $k $name)) | toString | quote }}
+{{- end }}
+- name: ENCLAVE_BACKUP_READER_MARKER_SECONDS
+  # No restore or verify outlives its deadline: an older reader marker is an orphan of a killed pod.
+  value: {{ max (int .Values.restore.activeDeadlineSeconds) (int .Values.Verify.ActiveDeadlineSeconds) | toString | quote }}
+{{- with .Values.Backup.Metrics.PushgatewayUrl }}
+- name: ENCLAVE_BACKUP_PUSHGATEWAY_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- end -}}

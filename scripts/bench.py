@@ -314,10 +314,18 @@ class Bench:
         target = self.fresh_target()
         pipeline = (f"set -o pipefail; {AWS} s3 cp {self.s3_url(key)} - | gunzip "
                     "| psql -X -q -v ON_ERROR_STOP=1 > /dev/null")
-        sample, _ = self.measure(["bash", "-c", pipeline], self.env(target))
+        sample, _ = self.measure(["bash", "-c", pipeline], self.env(target, AWS_CONFIG_FILE=str(self.one_get_config())))
         sample.sql_bytes, sample.stored_bytes = sql_bytes, stored
         self.drop_target(target)
         return sample
+
+    def one_get_config(self) -> Path:
+        """awscli config for `aws s3 cp s3://... -`: one streaming GET. With its default ranged,
+        threaded download to stdout, s3transfer deadlocked against moto (SlidingWindowSemaphore
+        in _schedule_remaining_chunks waiting for a slot its own thread holds)."""
+        path = self.work / "aws-one-get.cfg"
+        path.write_text("[default]\ns3 =\n  multipart_threshold = 64GB\n")
+        return path
 
     def pg_restore(self, key: str, sql_bytes: int, stored: int) -> Sample:
         """postgres-backup-s3's restore: aws s3 cp to a file, then pg_restore."""
@@ -575,8 +583,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scale-runs", type=int, default=1, help="runs at the scaled size (default 1)")
     p.add_argument("--no-restore", action="store_true", help="skip the restore rows")
     p.add_argument("--s3", default="moto,rgw", help="S3 servers to measure against, in order (default moto,rgw)")
-    p.add_argument("--timeout", type=float, default=900,
-                   help="seconds one variant may take before it is killed and run again (default 900)")
+    p.add_argument("--timeout", type=float, default=600,
+                   help="seconds one variant may take before it is killed and run again (default 600)")
     p.add_argument("--out", default=str(REPO / "bench-results"), help="directory for the JSON result")
     return p.parse_args(argv)
 

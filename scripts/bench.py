@@ -52,6 +52,7 @@ from devkit.rgw import RgwServer
 MiB = 1 << 20
 GiB = 1 << 30
 PREFIX = "bench"
+STALL_SECONDS = 45  # seen: awscli's stdout download deadlocked against moto, using no CPU
 
 # The official AWS CLI, in a virtualenv of its own (it pins botocore): scripts/bench.sh installs it.
 AWS = REPO / ".tools" / "awscli" / "bin" / "aws"
@@ -174,6 +175,36 @@ def process_cpu(pid: int | None) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
+def tree_cpu(pid: int) -> float:
+    """CPU seconds of a live process and its live descendants (any change means work)."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return total
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def backends_cpu(postmaster: int) -> float:
+    """CPU seconds of the server's client backends (not its background workers, which tick alone)."""
+    total = 0.0
+    for proc in psutil.Process(postmaster).children():
+        try:
+            if "(" in " ".join(proc.cmdline()) or "[local]" in " ".join(proc.cmdline()):
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 def children_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -205,7 +236,8 @@ class Bench:
 
     def measure(self, cmd: list[str], env: dict[str, str]) -> tuple[Sample, str]:
         """Run cmd to the end, polling the RSS of its whole process tree. A run that stalls
-        (seen: `aws s3 cp s3://... -` against moto) is killed and run once more."""
+        (seen: `aws s3 cp s3://... -` to stdout against moto, its s3transfer threads waiting on
+        each other) is killed and run once more."""
         for attempt in (1, 2):
             try:
                 return self._measure_once(cmd, env)
@@ -227,14 +259,15 @@ class Bench:
                    threading.Thread(target=lambda: err.append(popen.stderr.read()), daemon=True)]
         for reader in readers:
             reader.start()
-        peak = poll_peak(popen, started + self.timeout)
+        peak, stalled = self._watch(popen, started)
         wall = time.perf_counter() - started
         if popen.returncode is None:
             os.killpg(popen.pid, signal.SIGKILL)
             popen.wait()
             for reader in readers:
                 reader.join()
-            raise TimeoutError(f"{cmd[-1][:120]} did not finish in {self.timeout:.0f} s")
+            raise TimeoutError(f"{cmd[-1][:120]} " + (f"used no CPU, nor did its PostgreSQL backends, for {STALL_SECONDS} s"
+                                                       if stalled else f"did not finish in {self.timeout:.0f} s"))
         for reader in readers:
             reader.join()
         if popen.returncode != 0:
@@ -245,6 +278,19 @@ class Bench:
                         round(process_cpu(self.postmaster) - server0, 2),
                         round(store_cpu(self.store) - s30, 2))
         return sample, b"".join(out).decode()
+
+    def _watch(self, popen: subprocess.Popen, started: float) -> tuple[int, bool]:
+        """(peak RSS, stalled): until popen exits, the timeout passes, or neither its process
+        tree nor any PostgreSQL backend used CPU for STALL_SECONDS (a deadlocked client)."""
+        peak, last, progressed = 0, None, time.perf_counter()
+        while popen.poll() is None and time.perf_counter() < started + self.timeout:
+            peak = max(peak, poll_peak(popen, time.perf_counter() + 1.0))
+            now, cpu = time.perf_counter(), tree_cpu(popen.pid) + backends_cpu(self.postmaster)
+            if cpu != last:
+                last, progressed = cpu, now
+            elif now - progressed > STALL_SECONDS:
+                return peak, True
+        return peak, False
 
     # --- the variants ---
 
@@ -314,18 +360,10 @@ class Bench:
         target = self.fresh_target()
         pipeline = (f"set -o pipefail; {AWS} s3 cp {self.s3_url(key)} - | gunzip "
                     "| psql -X -q -v ON_ERROR_STOP=1 > /dev/null")
-        sample, _ = self.measure(["bash", "-c", pipeline], self.env(target, AWS_CONFIG_FILE=str(self.one_get_config())))
+        sample, _ = self.measure(["bash", "-c", pipeline], self.env(target))
         sample.sql_bytes, sample.stored_bytes = sql_bytes, stored
         self.drop_target(target)
         return sample
-
-    def one_get_config(self) -> Path:
-        """awscli config for `aws s3 cp s3://... -`: one streaming GET. With its default ranged,
-        threaded download to stdout, s3transfer deadlocked against moto (SlidingWindowSemaphore
-        in _schedule_remaining_chunks waiting for a slot its own thread holds)."""
-        path = self.work / "aws-one-get.cfg"
-        path.write_text("[default]\ns3 =\n  multipart_threshold = 64GB\n")
-        return path
 
     def pg_restore(self, key: str, sql_bytes: int, stored: int) -> Sample:
         """postgres-backup-s3's restore: aws s3 cp to a file, then pg_restore."""

@@ -128,7 +128,9 @@ def test_set_version_moves_every_place_together(tmp_path):
     missing_notes = release_check(tmp_path, "v2.3.4", owner)
     assert missing_notes.returncode == 1 and "CHANGELOG.md has no section for 2.3.4" in missing_notes.stderr
     changelog = tmp_path / "CHANGELOG.md"
-    changelog.write_text(changelog.read_text().replace("## [Unreleased]\n", "## [Unreleased]\n\n## [2.3.4] - 2027-01-01\n\n- Fixes.\n"))
+    # Above the newest released section, whatever [Unreleased] holds today.
+    changelog.write_text(re.sub(r"(?m)^(## \[\d)", "## [2.3.4] - 2027-01-01\n\n- Fixes.\n\n\\1",
+                                changelog.read_text(), count=1))
     assert outputs(release_check(tmp_path, "v2.3.4", owner))["version"] == "2.3.4"
     assert subprocess.run([str(tmp_path / "scripts" / "release-notes.sh"), "2.3.4"], capture_output=True,
                           text=True).stdout.strip() == "- Fixes."

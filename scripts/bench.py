@@ -175,14 +175,9 @@ def process_cpu(pid: int | None) -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def tree_cpu(pid: int) -> float:
-    """CPU seconds of a live process and its live descendants (any change means work)."""
+def live_cpu(procs) -> float:
+    """CPU seconds the live processes among `procs` have used (any change means work)."""
     total = 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return total
     for proc in procs:
         try:
             t = proc.cpu_times()
@@ -192,17 +187,24 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def tree_cpu(pid: int) -> float:
+    try:
+        root = psutil.Process(pid)
+        return live_cpu([root, *root.children(recursive=True)])
+    except psutil.NoSuchProcess:
+        return 0.0
+
+
 def backends_cpu(postmaster: int) -> float:
-    """CPU seconds of the server's client backends (not its background workers, which tick alone)."""
-    total = 0.0
-    for proc in psutil.Process(postmaster).children():
+    """The server's client backends (`host(port)` or `[local]` in their title), not its
+    background workers, which tick on their own."""
+    def is_backend(proc) -> bool:
         try:
-            if "(" in " ".join(proc.cmdline()) or "[local]" in " ".join(proc.cmdline()):
-                t = proc.cpu_times()
-                total += t.user + t.system
+            title = " ".join(proc.cmdline())
         except psutil.NoSuchProcess:
-            pass
-    return total
+            return False
+        return "(" in title or "[local]" in title
+    return live_cpu(p for p in psutil.Process(postmaster).children() if is_backend(p))
 
 
 def children_cpu() -> float:

@@ -43,6 +43,7 @@ class Config:
     restore_keep_previous: int = 1
     restore_wait_for_clients_seconds: float = 60.0
     restore_terminate_clients: bool = False
+    restore_jobs: int = 2  # connections that load a table's COPY rows at once; 1: the main one alone
     pg_dump: str = ""  # empty: the newest pg_dump installed
     lock_timeout_seconds: float = 600.0
     installation: str = "default"  # who writes: the chart sets <namespace>/<release>
@@ -190,6 +191,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         restore_keep_previous=_int(env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS", 1, maximum=1000),
         restore_wait_for_clients_seconds=_float(env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS", 60.0),
         restore_terminate_clients=_bool(env, "ENCLAVE_BACKUP_RESTORE_TERMINATE_CLIENTS", False),
+        restore_jobs=_int(env, "ENCLAVE_BACKUP_RESTORE_JOBS", 2, minimum=1, maximum=32),
         pg_dump=_text(env, "ENCLAVE_BACKUP_PG_DUMP"),
         lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0, maximum=DAY),
         installation=_text(env, "ENCLAVE_BACKUP_INSTALLATION", "default"),

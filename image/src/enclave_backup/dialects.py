@@ -114,7 +114,9 @@ class PostgreSQL:
 
     def clients(self, conn, name: str) -> list[Client]:
         rows = conn.execute("SELECT pid, coalesce(application_name, ''), coalesce(client_addr::text, '') "
-                            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
+                            # The server ends autovacuum workers itself to rename or drop a database.
+                            "FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid() "
+                            "AND backend_type <> 'autovacuum worker'",
                             (name,)).fetchall()
         return [Client(str(pid), app, addr) for pid, app, addr in rows]
 

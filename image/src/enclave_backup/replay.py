@@ -7,6 +7,7 @@ and names its line (design invariant 4).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import psycopg
 
 from . import db, log, readers
 from .compress import decompressed
+from .copyfanout import FanOut
 from .config import Config
 from .errors import DatabaseError, IntegrityError
 from .manifest import Manifest
@@ -32,6 +34,8 @@ class Loaded:
     statements: int = 0
     rows: int = 0
     table: str = ""
+    connections: int = 1  # most connections that loaded one table's rows at once
+    copying: CopyBlock | None = None  # the COPY block being loaded
     deferred: list[str] = field(default_factory=list)  # statements to run after the swap
 
 
@@ -42,6 +46,7 @@ class ObjectStream:
         self.reader, self.key, self.manifest = reader, key, manifest
         self.loaded, self.progress = loaded, progress
         self.hasher = hashlib.sha256()
+        self.sql_chunks = self._sql_chunks()
 
     def _read(self):
         while raw := self.reader.read(READ_CHUNK):
@@ -49,7 +54,7 @@ class ObjectStream:
             self.loaded.stored += len(raw)
             yield raw
 
-    def sql_chunks(self):
+    def _sql_chunks(self):
         for text in decompressed(self.manifest.compression, self._read()):
             self.loaded.uncompressed += len(text)
             self.progress.add(len(text), self._snapshot)
@@ -58,11 +63,14 @@ class ObjectStream:
         self.verify()
 
     def _snapshot(self) -> dict:
-        return {"stored_bytes": self.loaded.stored, "statements": self.loaded.statements,
-                "rows": self.loaded.rows, "table": self.loaded.table}
+        got = self.loaded
+        rows = got.rows + (got.copying.rows_so_far if got.copying else 0)
+        return {"stored_bytes": got.stored, "statements": got.statements, "rows": rows, "table": got.table}
 
-    def drain(self) -> None:
-        for _ in self._read():
+    def check_rest(self) -> None:
+        """Read, decompress and count what the splitter has not taken, and check the whole against
+        the manifest: only the SQL text's size tells a short stream from a complete one."""
+        for _ in self.sql_chunks:
             pass
 
     def verify(self) -> None:
@@ -89,19 +97,27 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
     loaded = Loaded()
     progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
     conn = db.connect(config, dbname=scratch, autocommit=True)
+    fanout = FanOut(lambda: db.connect(config, dbname=scratch, autocommit=True), config.restore_jobs) \
+        if config.restore_jobs > 1 else None
     # The marker keeps prune away from the backup while it is read.
-    with conn, readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur:
+    with conn, contextlib.closing(fanout) if fanout else contextlib.nullcontext(), \
+            readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur:
         stream = ObjectStream(reader, key, manifest, loaded, progress)
-        for item in split(stream.sql_chunks()):
+        for item in split(stream.sql_chunks):
             statement = item.statement if isinstance(item, CopyBlock) else item
             loaded.statements += 1
             try:
                 if isinstance(item, CopyBlock):
-                    loaded.table = _copy_table(statement.sql)
-                    with cur.copy(statement.data) as copy:
-                        for data in item:
-                            copy.write(data)
-                            loaded.rows += data.count(b"\n")  # one line per row in text format
+                    loaded.table, loaded.copying = _copy_table(statement.sql), item
+                    if fanout is not None:
+                        fanout.copy(conn, statement.data, item)
+                    else:
+                        with cur.copy(statement.data) as copy:
+                            for data in item:
+                                copy.write(data)
+                    loaded.rows += item.rows  # one line per row in text format
+                    loaded.copying = None
+                    loaded.connections = max(loaded.connections, fanout.widest if fanout else 1)
                 elif defer is not None and defer(statement.sql):
                     loaded.deferred.append(statement.sql)
                 else:
@@ -126,9 +142,8 @@ def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.E
     where = f"the statement at line {statement.line} failed: {db.describe(exc, scratch)}; it begins: {statement.head()}"
     if not isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
         # A corrupt object makes bad SQL; read the rest to tell a damaged backup from a real SQL error.
-        stream.drain()
         try:
-            stream.verify()
+            stream.check_rest()
         except IntegrityError as bad:
             raise IntegrityError(log.scrub(f"{bad}; {where}")) from None
     raise DatabaseError(log.scrub(where)) from None

@@ -36,6 +36,7 @@ class RestoreSummary:
     tables: int = 0
     rows: int = 0
     statements: int = 0
+    load_connections: int = 1
     duration_s: float = 0.0
     previous_database: str | None = None
     dropped_previous: list[str] = field(default_factory=list)
@@ -98,11 +99,13 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
     summary = RestoreSummary(
         key, live, restored=True, sha256=manifest.sha256, stored_size=loaded.stored,
         uncompressed_size=loaded.uncompressed, tables=len(manifest.tables), rows=loaded.rows,
-        statements=loaded.statements, duration_s=round(time.monotonic() - started, 2),
+        statements=loaded.statements, load_connections=loaded.connections,
+        duration_s=round(time.monotonic() - started, 2),
         previous_database=kept, dropped_previous=dropped, rollback=rollback)
     logger.info("restore complete", key=key, database=live, stored_bytes=summary.stored_size,
                 sql_bytes=summary.uncompressed_size, tables=summary.tables, rows=summary.rows,
-                statements=summary.statements, duration_s=summary.duration_s, previous_database=kept,
+                statements=summary.statements, load_connections=summary.load_connections,
+                duration_s=summary.duration_s, previous_database=kept,
                 dropped_previous=dropped,
                 rollback=("with no client connected, run: " + " ".join(rollback)) if rollback else
                 "no previous database kept (none existed or restore.keepPrevious=0)")

@@ -32,7 +32,7 @@ _DOLLAR_TAG = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\$")
 _DOLLAR_PREFIX = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\Z")
 _ESTRING = re.compile(rb"[\\']")
 _BLOCK = re.compile(rb"/\*|\*/")
-_COPY_END = re.compile(rb"\n\\\.\r?\n")
+_COPY_END = b"\n\\."
 _COPY_FROM_STDIN = re.compile(r"(?is)^COPY\b.*\bFROM\s+STDIN\b")
 
 NORMAL, SQUOTE, ESTRING, DQUOTE, DOLLAR, LINE_COMMENT, BLOCK_COMMENT, COPY_LINE, COPY = range(9)
@@ -121,11 +121,14 @@ class Splitter:
     def _line_at(self, offset: int) -> int:
         return self.line + self.buf.count(b"\n", 0, offset)
 
-    def _trim(self, upto: int) -> None:
+    def _trim(self, upto: int, lines: int | None = None) -> None:
         if upto <= 0:
             return
-        self.line += self.buf.count(b"\n", 0, upto)
-        del self.buf[:upto]
+        self.line += self.buf.count(b"\n", 0, upto) if lines is None else lines
+        if upto == len(self.buf):
+            self.buf = bytearray()  # the old one may have been handed on as COPY data
+        else:
+            del self.buf[:upto]
         self.pos -= upto
         if self.start is not None:
             self.start -= upto
@@ -294,9 +297,9 @@ class Splitter:
                     return self._copy_done(0, len(marker))
             if self.eof and head in (b"\\.", b"\\.\r"):
                 return self._copy_done(0, len(head))
-        m = _COPY_END.search(buf)
-        if m:
-            return self._copy_done(m.start() + 1, m.end() - m.start() - 1)
+        end = _copy_end(buf)
+        if end:
+            return self._copy_done(*end)
         # Pass on whole lines; keep a short last partial line, which may be a split end marker.
         nl = buf.rfind(b"\n")
         tail = len(buf) - nl - 1
@@ -310,11 +313,13 @@ class Splitter:
         return True
 
     def _pass_copy(self, cut: int) -> None:
-        data = bytes(self.buf[:cut])
-        self.copy_rows += data.count(b"\n")
+        # The whole buffer is handed on as it is, without a copy (the common case: one input chunk).
+        data = self.buf if cut == len(self.buf) else self.buf[:cut]
+        rows = data.count(b"\n")
+        self.copy_rows += rows
         self.copy_line_start = data.endswith(b"\n")
         self.events.append(data)
-        self._trim(cut)
+        self._trim(cut, rows)
 
     def _copy_done(self, data_end: int, marker_len: int) -> bool:
         if data_end:
@@ -385,6 +390,19 @@ class Splitter:
         return True
 
 
+def _copy_end(buf: bytearray) -> tuple[int, int] | None:
+    """(end of the data, length of the marker) of the first `\\.` line after a newline in buf."""
+    at = buf.find(_COPY_END)
+    while at >= 0:
+        after = at + len(_COPY_END)
+        if buf[after:after + 1] == b"\n":
+            return at + 1, 3
+        if buf[after:after + 2] == b"\r\n":
+            return at + 1, 4
+        at = buf.find(_COPY_END, after)
+    return None
+
+
 class CopyBlock:
     """A COPY ... FROM stdin statement and its data, read lazily: iterate for byte pieces."""
 
@@ -405,6 +423,11 @@ class CopyBlock:
             else:  # the splitter always closes a COPY block before anything else
                 raise AssertionError(f"unexpected {event!r} inside COPY data")
 
+    @property
+    def rows_so_far(self) -> int:
+        """Rows passed on so far, for progress while a big table streams."""
+        return self.rows if self._done else self._events.splitter.copy_rows
+
     def drain(self) -> None:
         for _ in self:
             pass
@@ -413,7 +436,7 @@ class CopyBlock:
 class _Events:
     def __init__(self, chunks: Iterable[bytes]):
         self._chunks = iter(chunks)
-        self._splitter = Splitter()
+        self.splitter = Splitter()
         self._queue: deque = deque()
         self._finished = False
 
@@ -424,9 +447,9 @@ class _Events:
             chunk = next(self._chunks, None)
             if chunk is None:
                 self._finished = True
-                self._queue.extend(self._splitter.finish())
+                self._queue.extend(self.splitter.finish())
             else:
-                self._queue.extend(self._splitter.feed(chunk))
+                self._queue.extend(self.splitter.feed(chunk))
         return self._queue.popleft()
 
 

@@ -175,6 +175,9 @@ the database, the object storage, and the Backup.* settings all its runs share
 - name: ENCLAVE_BACKUP_INSTALLATION
   # Recorded in every backup: list, latest and restore only see this installation's backups.
   value: {{ .Values.Backup.Installation | default (printf "%s/%s" .Release.Namespace .Release.Name) | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_JOBS
+  # Read by the restore and the verify, which load a backup the same way.
+  value: {{ int .Values.restore.jobs | toString | quote }}
 - name: ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS
   # No backup Job outlives its deadline: an older pending upload is an orphan of a killed pod.
   value: {{ int .Values.Backup.ActiveDeadlineSeconds | toString | quote }}

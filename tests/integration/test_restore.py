@@ -354,3 +354,35 @@ def test_restore_can_end_the_sessions_of_clients(pg, dbname, cli_env):
             client.execute("SELECT 1")
     finally:
         client.close()
+
+
+def test_an_autovacuum_worker_in_the_live_database_is_not_waited_for(pg, dbname, cli_env):
+    """Right after a restore autovacuum visits the new tables; its worker is no client, and the
+    server ends it itself to rename the database."""
+    with pg.connect(dbname) as conn:
+        # Dead rows to vacuum, and a vacuum that crawls (one page per 100 ms): the worker stays.
+        conn.execute("CREATE TABLE slow (v text) WITH (autovacuum_vacuum_threshold = 0, "
+                     "autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_cost_delay = 100, "
+                     "autovacuum_vacuum_cost_limit = 1)")
+        conn.execute("INSERT INTO slow SELECT repeat('x', 200) FROM generate_series(1, 50000)")
+    key = _backup(cli_env)
+    with pg.connect(dbname) as conn:
+        conn.execute("DELETE FROM slow")
+    with pg.connect() as admin:
+        admin.execute("ALTER SYSTEM SET autovacuum_naptime = 1")
+        admin.execute("SELECT pg_reload_conf()")
+        try:
+            deadline = time.monotonic() + 60
+            while not admin.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = %s "
+                                    "AND backend_type = 'autovacuum worker'", (dbname,)).fetchone()[0]:
+                assert time.monotonic() < deadline, "no autovacuum worker came to the database"
+                time.sleep(0.2)
+            env = {**cli_env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS": "3"}
+            result = run_cli(env, "restore", "--object", key)
+        finally:
+            admin.execute("ALTER SYSTEM RESET autovacuum_naptime")
+            admin.execute("SELECT pg_reload_conf()")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert not [e for e in result.events if e.get("event") == "waiting for clients to leave the live database"]
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM slow").fetchone()[0] == 50000

@@ -46,7 +46,8 @@ class CopyCounter:
         hit = data.find(_END, pos)
         if hit < 0:
             self.stats.current_rows += data.count(b"\n", pos)
-            self._tail = (self._tail + data[pos:])[-(len(_END) - 1):]
+            # only the last bytes: slicing the rest of a MiB read would copy it twice
+            self._tail = (self._tail + data[max(pos, len(data) - len(_END) + 1):])[-(len(_END) - 1):]
             return len(data)
         self.stats.current_rows += data.count(b"\n", pos, hit + 1)
         return self._close(hit + len(_END))

@@ -551,13 +551,10 @@ def targets(rows: dict[str, dict], scaling: list[dict]) -> list[str]:
                f"{'met' if per_gb[OURS] <= per_gb[ZALANDO] else 'NOT met'}")
     peak = max(rows[n]["peak_rss_bytes"] for n in BACKUPS[:3])
     out.append(f"peak RSS of ours: {peak / MiB:.0f} MiB (chart limit 512 MiB): {'met' if peak < 512 * MiB else 'NOT met'}")
-    if len(scaling) > 1:
-        growth = scaling[-1]["peak_rss_bytes"] / scaling[0]["peak_rss_bytes"] - 1
-        out.append(f"peak RSS 1x -> {scaling[-1]['factor']}x: {growth:+.0%} (goal: grows 10% at most): "
-                   f"{'met' if growth <= 0.10 else 'NOT met'}")
-        if scaling[0].get("restore_peak_rss_bytes") and scaling[-1].get("restore_peak_rss_bytes"):
-            growth = scaling[-1]["restore_peak_rss_bytes"] / scaling[0]["restore_peak_rss_bytes"] - 1
-            out.append(f"restore peak RSS 1x -> {scaling[-1]['factor']}x: {growth:+.0%} (goal: grows 10% at most): "
+    for what, field in (("peak RSS", "peak_rss_bytes"), ("restore peak RSS", "restore_peak_rss_bytes")):
+        if len(scaling) > 1 and scaling[0].get(field) and scaling[-1].get(field):
+            growth = scaling[-1][field] / scaling[0][field] - 1
+            out.append(f"{what} 1x -> {scaling[-1]['factor']}x: {growth:+.0%} (goal: grows 10% at most): "
                        f"{'met' if growth <= 0.10 else 'NOT met'}")
     if OURS_RESTORE in rows:
         out.append(line("restore vs aws s3 cp - | gunzip | psql", OURS_RESTORE, GUNZIP_RESTORE, 1.5))

@@ -348,8 +348,8 @@ class Bench:
         sample.sql_bytes = sql_bytes
         return sample
 
-    def ours_restore(self, database: str, key: str, sql_bytes: int, stored: int) -> Sample:
-        sample, _ = self.measure([CLI, "restore", "--object", key, "--force"], self.env(database))
+    def ours_restore(self, database: str, key: str, sql_bytes: int, stored: int, **extra: str) -> Sample:
+        sample, _ = self.measure([CLI, "restore", "--object", key, "--force"], self.env(database, **extra))
         sample.sql_bytes, sample.stored_bytes = sql_bytes, stored
         return sample
 
@@ -669,8 +669,8 @@ def scaled(bench: Bench, pg: PgServer, args, base_rows: dict, base_data: dict) -
         print(f"  {args.scale:g}x run {i + 1}: {sample.wall_s:.2f} s  peak {sample.peak_rss / MiB:.0f} MiB", flush=True)
         if restored:
             # No previous copy kept: the disk holds one scaled database and one being restored.
-            back, _ = bench.measure([CLI, "restore", "--object", key, "--force"],
-                                    bench.env("bench_scaled", ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS="0"))
+            back = bench.ours_restore("bench_scaled", key, sample.sql_bytes, sample.stored_bytes,
+                                      ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS="0")
             restore_peaks.append(back.peak_rss)
             print(f"  {args.scale:g}x restore {i + 1}: {back.wall_s:.2f} s  peak {back.peak_rss / MiB:.0f} MiB",
                   flush=True)

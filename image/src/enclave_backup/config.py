@@ -60,6 +60,18 @@ class Config:
     keep_monthly: int = 0
     reader_marker_seconds: int = 86400  # a reader's marker older than this is left over from a killed run
     pushgateway_url: str = ""  # empty: no metrics are pushed
+    # Authenticity (signing.py): the backup signs with the private key; restore and verify check
+    # with the public key(s). Neither key is ever stored in the bucket.
+    signing_key_file: str = ""
+    signing_public_key_file: str = ""
+    allow_unverified: bool = False  # accept a missing or wrong signature (logged on every use)
+    # Client-side encryption (encryption.py): public recipients for the backup, an identity to read.
+    encryption_recipients: tuple[str, ...] = ()
+    encryption_identity_file: str = ""
+    # Server-side encryption (sse.py): "" (the bucket's default), AES256, aws:kms or SSE-C.
+    sse: str = ""
+    sse_kms_key_id: str = ""
+    sse_customer_key_file: str = ""
 
     @property
     def key_prefix(self) -> str:
@@ -148,6 +160,43 @@ def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str,
     return value
 
 
+SSE_MODES = ("AES256", "aws:kms", "SSE-C")
+
+
+def _file(env: Mapping[str, str], name: str, what: str) -> str:
+    """A path to a mounted file (a key, a certificate); it must exist when set."""
+    path = _text(env, name)
+    if path and not os.path.isfile(path):
+        raise ConfigError(f"{name}={path[:200]!r} is not a file; mount {what} there or unset {name}")
+    return path
+
+
+def _recipients(env: Mapping[str, str]) -> tuple[str, ...]:
+    """One recipient per line (SSH keys hold spaces); blank lines and # comments are ignored."""
+    raw = env.get("ENCLAVE_BACKUP_ENCRYPTION_RECIPIENTS", "")
+    lines = (line.strip() for line in raw.splitlines())
+    return tuple(line for line in lines if line and not line.startswith("#"))
+
+
+def _sse(env: Mapping[str, str]) -> tuple[str, str, str]:
+    mode = _text(env, "ENCLAVE_BACKUP_SSE")
+    canonical = {m.lower(): m for m in SSE_MODES}
+    if mode and mode.lower() not in canonical:
+        raise ConfigError(f"ENCLAVE_BACKUP_SSE={mode[:40]!r} is not one of {', '.join(SSE_MODES)} "
+                          "(or empty for the bucket's default)")
+    mode = canonical.get(mode.lower(), "")
+    kms_key = _text(env, "ENCLAVE_BACKUP_SSE_KMS_KEY_ID")
+    customer_key = _file(env, "ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE", "the SSE-C customer key")
+    if kms_key and mode != "aws:kms":
+        raise ConfigError("ENCLAVE_BACKUP_SSE_KMS_KEY_ID is set but ENCLAVE_BACKUP_SSE is not aws:kms")
+    if mode == "SSE-C" and not customer_key:
+        raise ConfigError("ENCLAVE_BACKUP_SSE=SSE-C needs ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE: "
+                          "the file holding the base64 of a 32-byte key")
+    if customer_key and mode != "SSE-C":
+        raise ConfigError("ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE is set but ENCLAVE_BACKUP_SSE is not SSE-C")
+    return mode, kms_key, customer_key
+
+
 def load(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     bucket = env.get("ENCLAVE_BACKUP_BUCKET", "").strip()
@@ -170,6 +219,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         if level > top:
             raise ConfigError(f"ENCLAVE_BACKUP_COMPRESSION_LEVEL={level} is above {top}, the maximum for {compression}")
     part_size = _int(env, "ENCLAVE_BACKUP_PART_SIZE_MIB", 20, minimum=5, maximum=512) * MiB
+    sse, sse_kms_key_id, sse_customer_key_file = _sse(env)
     return Config(
         bucket=bucket,
         prefix=prefix,
@@ -203,4 +253,12 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         keep_monthly=_int(env, "ENCLAVE_BACKUP_KEEP_MONTHLY", 0),
         reader_marker_seconds=_int(env, "ENCLAVE_BACKUP_READER_MARKER_SECONDS", 86400, minimum=1, maximum=int(30 * DAY)),
         pushgateway_url=_text(env, "ENCLAVE_BACKUP_PUSHGATEWAY_URL"),
+        signing_key_file=_file(env, "ENCLAVE_BACKUP_SIGNING_KEY_FILE", "the signing key (private.pem)"),
+        signing_public_key_file=_file(env, "ENCLAVE_BACKUP_SIGNING_PUBLIC_KEY_FILE",
+                                      "the signing public key (public.pem)"),
+        allow_unverified=_bool(env, "ENCLAVE_BACKUP_ALLOW_UNVERIFIED", False),
+        encryption_recipients=_recipients(env),
+        encryption_identity_file=_file(env, "ENCLAVE_BACKUP_ENCRYPTION_IDENTITY_FILE",
+                                       "the age identity (identity.txt)"),
+        sse=sse, sse_kms_key_id=sse_kms_key_id, sse_customer_key_file=sse_customer_key_file,
     )

@@ -16,10 +16,11 @@ MANIFEST_SUFFIX = ".manifest.json"
 EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd", "none": "application/sql"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
+ENCRYPTED_SUFFIX = ".age"  # the compressed script encrypted to age recipients (encryption.py)
 
 # The run id makes keys unique per run: two runs started in the same second never share one.
 _KEY_RE = re.compile(r"^(?P<db>[^/]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<run>[0-9a-f]{8,32}))?"
-                     r"(?P<ext>\.sql(?:\.gz|\.zst)?)$")
+                     r"(?P<ext>\.sql(?:\.gz|\.zst)?(?:\.age)?)$")
 
 
 def installation_tag(installation: str) -> str:
@@ -38,10 +39,12 @@ def key_name(database: str) -> str:
     return quote(database, safe="")
 
 
-def object_key(key_prefix: str, database: str, started: datetime, compression: str, run_id: str = "") -> str:
+def object_key(key_prefix: str, database: str, started: datetime, compression: str, run_id: str = "",
+               encrypted: bool = False) -> str:
     stamp = started.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
     run = f"-{run_id}" if run_id else ""
-    return f"{key_prefix}{key_name(database)}-{stamp}{run}{EXTENSIONS[compression]}"
+    suffix = ENCRYPTED_SUFFIX if encrypted else ""
+    return f"{key_prefix}{key_name(database)}-{stamp}{run}{EXTENSIONS[compression]}{suffix}"
 
 
 def ascii_name(name: str) -> str:
@@ -82,7 +85,16 @@ class Manifest:
     database_state: dict | None = None  # PostgreSQL: privileges, settings, comment... (see dbstate)
     installation: str = ""  # ENCLAVE_BACKUP_INSTALLATION of the run that wrote it; "" before it was recorded
     run_id: str = ""  # also in the object's header and metadata: the pair is one run's
+    # {"scheme": "age", "recipients": [fingerprints]} when the stored bytes are encrypted; None: plain.
+    encryption: dict | None = None
+    # {"algorithm": "ed25519", "key_id": ..., "value": base64} over signed_bytes(); None: unsigned.
+    signature: dict | None = None
     format_version: int = FORMAT_VERSION
+
+    def signed_bytes(self) -> bytes:
+        """What the signature covers: every field but the signature, in one canonical form."""
+        data = {k: v for k, v in asdict(self).items() if k != "signature"}
+        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     def to_json(self) -> bytes:
         return json.dumps(asdict(self), indent=2, sort_keys=True).encode() + b"\n"

@@ -18,6 +18,8 @@ command -v ceph-mon >/dev/null || missing+=(ceph-mon)
 command -v ceph-osd >/dev/null || missing+=(ceph-osd)
 command -v radosgw-admin >/dev/null && command -v ceph >/dev/null || missing+=(ceph-common)
 command -v curl >/dev/null || missing+=(curl)
+# The reference age CLI: the manual decryption path the README shows is tested with it.
+command -v age >/dev/null || missing+=(age)
 # The real Pushgateway the metrics tests push to.
 command -v prometheus-pushgateway >/dev/null || missing+=(prometheus-pushgateway)
 # The container tier (tests/container): build the image with podman, run the pods from it.

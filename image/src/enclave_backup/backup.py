@@ -60,8 +60,11 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
     for upload in storage.pending_uploads(f"{config.key_prefix}{key_name(config.database)}-"):
         run = run_id_of(upload.key)
         parsed = parse_key(upload.key, config.key_prefix)
+        if parsed is None:  # not a backup key (another tool's, or a time no clock shows): not ours
+            logger.warning("left a pending upload alone: its key is no backup's", key=upload.key)
+            continue
         # Both clocks must call it old: some stores report a fixed initiation time.
-        started = parsed[1] if parsed else upload.initiated
+        started = parsed[1]
         if max(upload.initiated, started) < cutoff and (not run or run.startswith(tag)):
             storage.abort(upload.key, upload.upload_id)
             logger.warning("aborted a stale multipart upload", key=upload.key, initiated=upload.initiated.isoformat())

@@ -7,12 +7,13 @@ time (capped by the store's clock), not the key's timestamp: a key is a name any
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import log
 from .errors import BackupError
-from .manifest import Manifest, manifest_key, parse_key
+from .manifest import Manifest, key_name, manifest_key, parse_key
 from .s3 import Storage
 
 # Beyond this the writer's clock and the store's disagree, and `list` says so.
@@ -71,7 +72,12 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
     found = []
     for key, obj in objects.items():
         parsed = parse_key(key, key_prefix)
-        if not parsed or parsed[0] != database or manifest_key(key) not in objects:
+        if not parsed:
+            if _looks_like_backup(key, key_prefix, database):
+                log.get().warning("skipped an object whose key is no backup's (its time cannot be read): "
+                                  "not this tool's, left untouched", key=key)
+            continue
+        if parsed[0] != database or manifest_key(key) not in objects:
             continue
         try:
             manifest = read_manifest(storage, key)
@@ -84,6 +90,15 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
         found.append(Backup(key, manifest.database, started, obj.size, manifest.installation,
                             objects[manifest_key(key)].last_modified))
     return sorted(found, key=lambda b: (b.order_time, b.started, b.key), reverse=True)
+
+
+_BACKUP_SUFFIX = re.compile(r"\.sql(?:\.gz|\.zst)?(?:\.age)?$")
+
+
+def _looks_like_backup(key: str, key_prefix: str, database: str) -> bool:
+    """A key named like one of `database`'s backups (`<database>-...sql.gz`) directly under the prefix."""
+    name = key[len(key_prefix):] if key.startswith(key_prefix) else ""
+    return "/" not in name and name.startswith(key_name(database) + "-") and bool(_BACKUP_SUFFIX.search(name))
 
 
 def read_manifest(storage: Storage, key: str) -> Manifest:

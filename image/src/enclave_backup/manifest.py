@@ -57,13 +57,19 @@ def manifest_key(key: str) -> str:
 
 
 def parse_key(key: str, key_prefix: str) -> tuple[str, datetime] | None:
-    """(database, start time) of a backup object directly under `key_prefix`, else None."""
+    """(database, start time) of a backup object directly under `key_prefix`, else None.
+
+    A key of this shape whose time cannot be (month 13, second 99) is no backup's: None too.
+    """
     if not key.startswith(key_prefix):
         return None
     match = _KEY_RE.match(key[len(key_prefix):])
     if not match:
         return None
-    started = datetime.strptime(match["ts"], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    try:
+        started = datetime.strptime(match["ts"], TIMESTAMP_FORMAT).replace(tzinfo=timezone.utc)
+    except ValueError:
+        return None
     return unquote(match["db"]), started
 
 

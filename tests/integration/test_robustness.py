@@ -13,7 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from devkit.seeding import copy_backup_at, keys
+from devkit.seeding import copy_backup_at, key_at, keys
+from enclave_backup.manifest import installation_tag
 from tests.conftest import backup, run_cli
 
 
@@ -65,3 +66,21 @@ def test_a_key_with_an_impossible_date_is_skipped_by_every_command(moto, bucket,
     left = {u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])}
     assert left == {odd, odd + ".part.sql.gz"}  # foreign: never aborted
     assert odd in keys(s3, bucket)  # and the object itself untouched
+
+
+# --- 3. the stale-upload clean-up stays inside its own database -------------------------------------
+
+def test_stale_upload_clean_up_leaves_a_database_whose_name_extends_ours_alone(moto, bucket, cli_env, dbname):
+    s3 = moto.client()
+    old = datetime.now(timezone.utc) - timedelta(days=3)
+    run = installation_tag("default") + "0badc0de"  # this installation's runs: only the database differs
+    ours = key_at("nightly/", dbname, old, run_id=run)
+    theirs = key_at("nightly/", dbname + "-x", old, run_id=run)  # database `<ours>-x`: same key prefix
+    for key in (ours, theirs):
+        s3.create_multipart_upload(Bucket=bucket, Key=key)
+    time.sleep(1.5)
+    made = run_cli({**cli_env, "ENCLAVE_BACKUP_STALE_UPLOAD_SECONDS": "1"}, "backup")
+    assert made.returncode == 0, made.stdout + made.stderr
+    assert [e["key"] for e in _events(made, "aborted a stale multipart upload")] == [ours]
+    left = [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
+    assert left == [theirs]

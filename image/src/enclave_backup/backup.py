@@ -53,6 +53,8 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
 
     Another installation sharing the bucket may run longer backups: its uploads (run ids
     of another tag) are never touched. Keys from before run ids count as this installation's.
+    The listing's prefix `<database>-` also holds other databases' keys (`app-x-...` under
+    `app-`): only a key whose database is exactly this one is a candidate.
     """
     logger = log.get()
     cutoff = utcnow() - timedelta(seconds=config.stale_upload_seconds)
@@ -62,6 +64,8 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
         parsed = parse_key(upload.key, config.key_prefix)
         if parsed is None:  # not a backup key (another tool's, or a time no clock shows): not ours
             logger.warning("left a pending upload alone: its key is no backup's", key=upload.key)
+            continue
+        if parsed[0] != config.database:  # another database whose name begins with this one's
             continue
         # Both clocks must call it old: some stores report a fixed initiation time.
         started = parsed[1]

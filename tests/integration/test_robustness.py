@@ -84,3 +84,80 @@ def test_stale_upload_clean_up_leaves_a_database_whose_name_extends_ours_alone(m
     assert [e["key"] for e in _events(made, "aborted a stale multipart upload")] == [ours]
     left = [u["Key"] for u in s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])]
     assert left == [theirs]
+
+
+# --- 1. clock skew: `latest` and retention take one order, a new backup is never pruned ----------
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def _made_on_a_skewed_clock(s3, bucket: str, source: str, skew: timedelta) -> str:
+    """What a writer whose clock is `skew` off writes now: the real backup's bytes under the key and
+    manifest times its clock gives (the store stamps the manifest with its own clock)."""
+    started = datetime.now(timezone.utc) + skew
+    key = key_at("nightly/", json.loads(s3.get_object(Bucket=bucket, Key=source + ".manifest.json")["Body"]
+                                        .read())["database"], started, run_id=source.rsplit("-", 1)[1][:16])
+    return _copy_as(s3, bucket, source, key, started_at=_iso(started), finished_at=_iso(started))
+
+
+def _would_delete(env: dict) -> list[str]:
+    result = run_cli({**env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "prune", "--dry-run")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.event("prune complete")["would_delete"]
+
+
+def test_a_backup_dated_a_year_ahead_does_not_make_keep_last_delete_each_new_backup(moto, bucket, cli_env):
+    s3 = moto.client()
+    first = backup(cli_env)
+    future = copy_backup_at(s3, bucket, first, datetime.now(timezone.utc) + timedelta(days=365))
+    time.sleep(1.1)  # the store stamps in whole seconds
+    env = {**cli_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}
+    runs = []
+    for _ in range(2):  # the CronJob: `backup --prune`, twice
+        made = run_cli(env, "backup", "--prune")
+        assert made.returncode == 0, made.stdout + made.stderr
+        new = made.event("backup complete")["key"]
+        stored = keys(s3, bucket)
+        assert new in stored and new + ".manifest.json" in stored  # the backup just made survives its prune
+        assert [b["key"] for b in _listed(run_cli(cli_env, "list", "--json"))] == [new]
+        runs.append(made)
+        time.sleep(1.1)
+    assert future not in stored
+    said = "prune: the writer's clock and the store's disagreed on this backup; it is ordered by the store's clock"
+    assert [(e["key"], e["kept"]) for e in _events(runs[0], said)] == [(future, False)]
+    assert not _events(runs[1], said)
+
+
+def test_the_future_dated_backup_is_ordered_by_the_store_s_clock_and_prune_says_so(moto, bucket, cli_env):
+    s3 = moto.client()
+    first = backup(cli_env)
+    time.sleep(1.1)
+    future = _made_on_a_skewed_clock(s3, bucket, first, timedelta(days=365))
+    result = run_cli({**cli_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "prune")
+    assert result.returncode == 0, result.stdout + result.stderr
+    said = result.event("prune: the writer's clock and the store's disagreed on this backup; it is ordered "
+                        "by the store's clock")
+    # By the store's clock the forged one was written after `first`: it is the newest and kept.
+    assert said["key"] == future and said["kept"] is True
+    assert [e["key"] for e in _events(result, "prune: deleted")] == [first]
+
+
+@pytest.mark.parametrize("skew_minutes", [10, -10], ids=["writer-10min-ahead", "writer-10min-behind"])
+def test_latest_and_prune_agree_when_one_writer_s_clock_is_off(moto, bucket, cli_env, skew_minutes):
+    s3 = moto.client()
+    skew = timedelta(minutes=skew_minutes)
+    if skew_minutes > 0:  # the earlier backup came from the writer that runs ahead, the new one is true
+        earlier = _made_on_a_skewed_clock(s3, bucket, backup(cli_env), skew)
+        time.sleep(1.1)
+        newest = backup(cli_env)
+    else:  # the earlier backup is true, the new one comes from the writer that runs behind
+        earlier = backup(cli_env)
+        time.sleep(1.1)
+        newest = _made_on_a_skewed_clock(s3, bucket, earlier, skew)
+    listed = [b["key"] for b in _listed(run_cli(cli_env, "list", "--json"))]
+    assert listed[0] == newest
+    assert newest not in _would_delete(cli_env) and earlier in _would_delete(cli_env)
+    restored = run_cli(cli_env, "restore", "--object", "latest")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert restored.event("restore complete")["key"] == newest

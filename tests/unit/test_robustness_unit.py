@@ -18,3 +18,70 @@ def test_a_key_with_an_impossible_time_is_no_backups(name):
 def test_a_key_with_a_real_time_still_parses():
     db, started = parse_key("nightly/malbork-20260228T235959Z-0123456789abcdef.sql.gz", "nightly/")
     assert db == "malbork" and started.isoformat() == "2026-02-28T23:59:59+00:00"
+
+
+# --- 1. one order for `latest` and retention, by the store's clock where the clocks disagree ------
+
+from datetime import datetime, timedelta, timezone  # noqa: E402
+
+from enclave_backup.catalog import Backup  # noqa: E402
+from enclave_backup.retention import Rules, decide, newest_first  # noqa: E402
+
+T0 = datetime(2026, 3, 1, 0, 0, tzinfo=timezone.utc)
+
+
+def _made(key: str, real_start: datetime, writer_ahead: timedelta = timedelta(0),
+          took: timedelta = timedelta(minutes=2)) -> Backup:
+    """A backup whose writer's clock was `writer_ahead` ahead of the store's (negative: behind)."""
+    return Backup(key, "malbork", real_start + writer_ahead, 100, "default",
+                  stored_at=(real_start + took).replace(microsecond=0), finished=real_start + writer_ahead + took)
+
+
+def test_a_backup_dated_a_year_ahead_never_makes_keep_last_delete_the_new_backups():
+    future = _made("future", T0, writer_ahead=timedelta(days=365))
+    backups = [future]
+    for day in range(1, 8):  # the CronJob: a backup, then prune with KeepLast=1
+        new = _made(f"day{day}", T0 + timedelta(days=day))
+        backups.append(new)
+        decisions = decide(backups, Rules(keep_last=1), T0 + timedelta(days=day, hours=1))
+        kept = [d.key for d in decisions if d.keep]
+        assert kept == [new.key] and newest_first(backups)[0] is new
+        if day == 1:  # deleted now, as the oldest by the store's clock
+            assert decisions[-1].key == "future" and decisions[-1].ordered_at is not None
+        backups = [b for b in backups if b.key in kept]
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=10), timedelta(minutes=-10), timedelta(minutes=29),
+                                  timedelta(days=3), timedelta(days=-400)])
+def test_latest_and_retention_agree_and_the_backup_just_made_is_newest(skew):
+    earlier = _made("earlier", T0, writer_ahead=skew)  # the other writer's clock is off
+    just_made = _made("just-made", T0 + timedelta(minutes=5))
+    backups = [earlier, just_made]
+    decisions = decide(backups, Rules(keep_last=1), T0 + timedelta(minutes=8))
+    assert newest_first(backups)[0] is just_made
+    assert [d.key for d in decisions if d.keep] == ["just-made"]
+
+
+@pytest.mark.parametrize("skew", [timedelta(minutes=-10), timedelta(minutes=-29), timedelta(minutes=10)])
+def test_a_backup_made_on_a_skewed_clock_is_still_the_newest(skew):
+    earlier = _made("earlier", T0)
+    just_made = _made("just-made", T0 + timedelta(minutes=5), writer_ahead=skew)
+    backups = [earlier, just_made]
+    assert newest_first(backups)[0] is just_made
+    assert [d.key for d in decide(backups, Rules(keep_last=1), T0 + timedelta(minutes=8)) if d.keep] == ["just-made"]
+    assert just_made.ordered_by_store_clock
+
+
+def test_a_manifest_copied_back_long_after_keeps_its_own_start():
+    """Stored a week after it finished (copied back by hand): not taken for the newest backup."""
+    newest = _made("newest", T0 + timedelta(days=6))
+    copied = Backup("copied", "malbork", T0, 100, "default", stored_at=T0 + timedelta(days=7),
+                    finished=T0 + timedelta(minutes=2))
+    assert newest_first([copied, newest])[0] is newest and not copied.ordered_by_store_clock
+
+
+def test_keep_days_counts_a_future_dated_backup_by_the_store_s_clock():
+    future = _made("future", T0 - timedelta(days=30), writer_ahead=timedelta(days=400))
+    new = _made("new", T0)
+    decisions = {d.key: d for d in decide([future, new], Rules(keep_days=7), T0 + timedelta(hours=1))}
+    assert decisions["new"].keep and not decisions["future"].keep

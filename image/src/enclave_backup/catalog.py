@@ -2,7 +2,9 @@
 
 An object counts only with its manifest beside it, and only if that manifest names the
 same object, this database and the installation asked for. Order is the manifest's start
-time (capped by the store's clock), not the key's timestamp: a key is a name anyone can forge.
+time, not the key's timestamp (a key is a name anyone can forge), read on the store's clock
+where the writer's clock disagreed with it (see Backup.order_time). `latest`, `list`, `status`
+and retention all take this one order (retention.newest_first).
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from datetime import datetime, timedelta, timezone
 from . import log
 from .errors import BackupError
 from .manifest import Manifest, key_name, manifest_key, parse_key
+from .retention import newest_first
 from .s3 import Storage
 
-# Beyond this the writer's clock and the store's disagree, and `list` says so.
+# Beyond this the writer's clock and the store's disagree: the order follows the store's.
 STORE_CLOCK_RESOLUTION = timedelta(seconds=1)
 CLOCK_TOLERANCE_SECONDS = 300
+# A manifest stored longer than this after its dump finished was copied or rewritten later
+# (by hand, a bucket migration), not written by a late clock: its own start time counts.
+LATE_CLOCK_LIMIT_SECONDS = 1800
 ANY_INSTALLATION = "*"  # only by explicit choice: restore.sourceInstallation
 
 
@@ -30,29 +36,49 @@ class Backup:
     size: int
     installation: str = ""
     stored_at: datetime | None = None  # the store's clock: when the manifest was written
+    finished: datetime | None = None  # from the manifest; the manifest is written right after it
 
     @property
     def manifest_key(self) -> str:
         return manifest_key(self.key)
 
     @property
-    def order_time(self) -> datetime:
-        """What `latest` sorts by: the manifest's start, but never later than the store saw the manifest,
-        so neither a writer's clock that runs ahead nor an edited start keeps a backup newest for ever."""
-        if self.stored_at is None:
-            return self.started
-        # Stores stamp objects in whole seconds: the manifest may have been written up to 1 s later.
-        return min(self.started, self.stored_at + STORE_CLOCK_RESOLUTION)
+    def _duration(self) -> timedelta:
+        if self.finished is None:
+            return timedelta(0)
+        return max(timedelta(0), self.finished - self.started)  # a negative one would date it later
 
     @property
     def clock_skew_seconds(self) -> float:
         """How far the store's clock was ahead of the writer's when the manifest was written."""
-        return (self.stored_at - self.started).total_seconds() if self.stored_at else 0.0
+        if self.stored_at is None:
+            return 0.0
+        return (self.stored_at - (self.started + self._duration)).total_seconds()
 
     @property
     def clocks_disagree(self) -> bool:
-        # A manifest is written right after the dump: a store clock *behind* its start is skew.
+        """The store's clock was behind the writer's: the writer's runs ahead (or the start was edited)."""
         return self.stored_at is not None and self.clock_skew_seconds < -CLOCK_TOLERANCE_SECONDS
+
+    @property
+    def ordered_by_store_clock(self) -> bool:
+        """The writer's clock ran ahead of the store's, or up to LATE_CLOCK_LIMIT_SECONDS behind it."""
+        skew = self.clock_skew_seconds
+        return self.stored_at is not None and (
+            skew < -CLOCK_TOLERANCE_SECONDS or CLOCK_TOLERANCE_SECONDS < skew <= LATE_CLOCK_LIMIT_SECONDS)
+
+    @property
+    def order_time(self) -> datetime:
+        """What `latest` and retention sort by: the start on the store's clock where the clocks disagree,
+        else the manifest's start, never later than the store saw the manifest. So neither a writer's
+        clock that runs ahead nor an edited start keeps a backup newest for ever (and makes KeepLast
+        delete each new backup as it is made), and a backup made on a clock running a few minutes
+        behind still sorts after the ones the store saw before it."""
+        if self.stored_at is None:
+            return self.started
+        # Stores stamp objects in whole seconds: the manifest may have been written up to 1 s later.
+        on_store_clock = self.stored_at + STORE_CLOCK_RESOLUTION - self._duration
+        return on_store_clock if self.ordered_by_store_clock else min(self.started, on_store_clock)
 
 
 def parse_time(text: str) -> datetime:
@@ -63,7 +89,7 @@ def parse_time(text: str) -> datetime:
 def complete_backups(storage: Storage, key_prefix: str, database: str, *,
                      installation: str | None = None) -> list[Backup]:
     """Complete backups of `database` by `installation` (default: this one; "*": any) directly under
-    `key_prefix`, newest first by the manifests' start times (see Backup.order_time).
+    `key_prefix`, newest first (retention.newest_first over Backup.order_time).
 
     Other keys beside them (`<key>.verify.json`, files of other tools) are never backups.
     """
@@ -81,15 +107,15 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
             continue
         try:
             manifest = read_manifest(storage, key)
-            started = parse_time(manifest.started_at)
+            started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
         except (BackupError, ValueError) as exc:
             log.get().warning("skipped an object whose manifest cannot be read", key=key, error=str(exc))
             continue
         if manifest.database != database or installation not in (ANY_INSTALLATION, manifest.installation):
             continue
         found.append(Backup(key, manifest.database, started, obj.size, manifest.installation,
-                            objects[manifest_key(key)].last_modified))
-    return sorted(found, key=lambda b: (b.order_time, b.started, b.key), reverse=True)
+                            objects[manifest_key(key)].last_modified, finished))
+    return newest_first(found)
 
 
 _BACKUP_SUFFIX = re.compile(r"\.sql(?:\.gz|\.zst)?(?:\.age)?$")

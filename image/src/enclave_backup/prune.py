@@ -41,6 +41,10 @@ def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
     protected = {key: "being read by a restore or verify" for key, found in marked.items()
                  if readers.live(found, config.reader_marker_seconds, now)}
     for decision in decide(backups, rules, now, protected):
+        if decision.ordered_at is not None:
+            logger.warning("prune: the writer's clock and the store's disagreed on this backup; it is ordered by "
+                           "the store's clock", key=decision.key, started=decision.started.isoformat(),
+                           ordered_at=decision.ordered_at.isoformat(), kept=decision.keep)
         if decision.keep:
             summary.kept.append(decision)
             continue
@@ -52,7 +56,8 @@ def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
         # Looked at again right before deleting: a reader may have started since the listing.
         if readers.live(readers.markers(storage, decision.key), config.reader_marker_seconds):
             logger.info("prune: kept, a restore or verify started reading it", key=decision.key)
-            summary.kept.append(Decision(decision.key, decision.started, True, ("being read by a restore or verify",)))
+            summary.kept.append(Decision(decision.key, decision.started, True, ("being read by a restore or verify",),
+                                         decision.ordered_at))
             continue
         _delete(storage, decision.key)
         logger.info("prune: deleted", key=decision.key, started=decision.started.isoformat(), rule=decision.reason)

@@ -16,7 +16,18 @@ from typing import Callable, Iterable, Mapping, Protocol
 
 class Dated(Protocol):
     key: str
-    started: datetime
+    started: datetime  # the writer's clock; catalog.Backup adds order_time (see order_time below)
+
+
+def order_time(backup: Dated) -> datetime:
+    """When a backup counts as made: catalog.Backup.order_time (the store's clock where the writer's
+    disagreed with it), else its start."""
+    return getattr(backup, "order_time", backup.started)
+
+
+def newest_first(backups: Iterable[Dated]) -> list:
+    """The one order of backups: `latest` is the first, and retention's "newest" is the same one."""
+    return sorted(backups, key=lambda b: (order_time(b), b.started, b.key), reverse=True)
 
 
 @dataclass(frozen=True)
@@ -49,6 +60,7 @@ class Decision:
     started: datetime
     keep: bool
     reasons: tuple[str, ...]  # the rules that keep it, or, for a deletion, the rules it falls outside
+    ordered_at: datetime | None = None  # order_time when it is the store's clock's (the clocks disagreed)
 
     @property
     def reason(self) -> str:
@@ -69,8 +81,11 @@ _PERIOD = {"keep_daily": "day", "keep_weekly": "week", "keep_monthly": "month"}
 
 def decide(backups: Iterable[Dated], rules: Rules, now: datetime,
            protected: Mapping[str, str] | None = None) -> list[Decision]:
-    """One decision per backup, newest first. `protected`: key -> why it must stay (e.g. being read)."""
-    ordered = sorted(backups, key=lambda b: (b.started, b.key), reverse=True)
+    """One decision per backup, newest first. `protected`: key -> why it must stay (e.g. being read).
+
+    Order, age and calendar period are all order_time's: a backup dated ahead of the store's
+    clock is neither newest nor young for ever."""
+    ordered = newest_first(backups)
     protected = protected or {}
     reasons: dict[str, list[str]] = {b.key: [] for b in ordered}
     if not ordered:
@@ -88,7 +103,7 @@ def decide(backups: Iterable[Dated], rules: Rules, now: datetime,
     if rules.keep_days:
         cutoff = now - timedelta(days=rules.keep_days)
         for b in ordered:
-            if b.started > cutoff:
+            if order_time(b) > cutoff:
                 reasons[b.key].append(f"younger than {rules.keep_days} days (KeepDays)")
     for field, name, bucket_of in _GENERATIONS:
         count = getattr(rules, field)
@@ -96,7 +111,7 @@ def decide(backups: Iterable[Dated], rules: Rules, now: datetime,
             continue
         seen: set = set()
         for b in ordered:  # newest first: the first backup met in a period is its newest
-            bucket = bucket_of(b.started)
+            bucket = bucket_of(order_time(b))
             if bucket in seen:
                 continue
             if len(seen) == count:
@@ -104,7 +119,8 @@ def decide(backups: Iterable[Dated], rules: Rules, now: datetime,
             seen.add(bucket)
             reasons[b.key].append(f"newest of its {_PERIOD[field]}, one of the last {count} ({name})")
     outside = _outside(rules)
-    return [Decision(b.key, b.started, bool(reasons[b.key]), tuple(reasons[b.key]) or outside) for b in ordered]
+    return [Decision(b.key, b.started, bool(reasons[b.key]), tuple(reasons[b.key]) or outside,
+                     order_time(b) if getattr(b, "ordered_by_store_clock", False) else None) for b in ordered]
 
 
 def _outside(rules: Rules) -> tuple[str, ...]:

@@ -50,7 +50,8 @@ def build(database: str, location: str, backups: list, records: dict[str, Record
     problem = ""
     if backups:
         b = backups[0]
-        age = int((now - b.started).total_seconds())
+        # The age by the order `latest` uses: a start dated ahead of the store's clock is no younger.
+        age = int((now - getattr(b, "order_time", b.started)).total_seconds())
         newest = {"key": b.key, "started": b.started.isoformat(), "age_seconds": age, "size": b.size}
         if max_age_seconds is not None and age > max_age_seconds:
             problem = f"the newest backup is {age}s old, more than --max-age {max_age_seconds}s"

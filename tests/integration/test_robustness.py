@@ -8,11 +8,13 @@ in front of moto causes it; each such test says so.
 from __future__ import annotations
 
 import json
+import os
 import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from devkit.environ import is_program_setting
 from devkit.seeding import copy_backup_at, key_at, keys
 from enclave_backup.manifest import installation_tag
 from tests.conftest import backup, run_cli
@@ -161,3 +163,117 @@ def test_latest_and_prune_agree_when_one_writer_s_clock_is_off(moto, bucket, cli
     restored = run_cli(cli_env, "restore", "--object", "latest")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert restored.event("restore complete")["key"] == newest
+
+
+# --- 2. a retried manifest write that meets its own first attempt --------------------------------
+
+class LosingProxy:
+    """An HTTP proxy in front of moto that forwards every request but, once, drops the answer to the
+    first PUT of a manifest after moto stored it: a response lost on the way back, which no real
+    server can be made to do on demand. The client then retries, as botocore does."""
+
+    def __init__(self, target_port: int):
+        import http.client
+        import http.server
+        import socket
+        import threading
+
+        owner = self
+        self.dropped: list[str] = []
+        lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive and Expect: 100-continue, as botocore uses them
+
+            def log_message(self, *_args):
+                pass
+
+            def _forward(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                upstream = http.client.HTTPConnection("127.0.0.1", target_port, timeout=60)
+                upstream.putrequest(self.command, self.path, skip_host=True, skip_accept_encoding=True)
+                for name, value in self.headers.items():
+                    if name.lower() != "expect":
+                        upstream.putheader(name, value)
+                upstream.endheaders(body)
+                answer = upstream.getresponse()
+                data = answer.read()
+                upstream.close()
+                path = self.path.split("?", 1)[0]
+                with lock:
+                    drop = self.command == "PUT" and path.endswith(".manifest.json") and not owner.dropped
+                    if drop:
+                        owner.dropped.append(path)
+                if drop:  # stored upstream; the client never hears of it
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response_only(answer.status, answer.reason)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(name, value)
+                length = answer.getheader("Content-Length")
+                self.send_header("Content-Length", length if self.command == "HEAD" and length else str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _forward
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_retried_manifest_write_that_finds_its_own_manifest_succeeds(moto, bucket, cli_env):
+    proxy = LosingProxy(moto.port)
+    try:
+        made = run_cli({**cli_env, "AWS_ENDPOINT_URL": proxy.endpoint}, "backup")
+    finally:
+        proxy.stop()
+    assert proxy.dropped, "the proxy dropped no answer"
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = made.event("backup complete")["key"]
+    said = made.event("the manifest was stored by an earlier attempt of this run whose answer was lost; "
+                      "the backup is complete")
+    assert said["key"] == key and "already exists" in said["retry_answer"]
+    assert {key, key + ".manifest.json"} <= keys(moto.client(), bucket)
+    restored = run_cli(cli_env, "restore", "--object", "latest")  # a complete backup: it restores
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert restored.event("restore complete")["key"] == key
+
+
+def test_a_manifest_write_refused_for_another_run_s_manifest_still_fails(moto, bucket, cli_env, monkeypatch):
+    """The 412 path stays: a manifest that is not this run's (another run id) is never taken for ours."""
+    s3 = moto.client()
+    first = backup(cli_env)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=first + ".manifest.json")["Body"].read())
+    # Pre-place a manifest under the key the next run will write, by fixing its start and run id.
+    from enclave_backup import backup as backup_mod, config as config_mod, log
+    from enclave_backup.errors import StorageError
+    for name in [n for n in list(os.environ) if is_program_setting(n)]:
+        monkeypatch.delenv(name)
+    for name, value in cli_env.items():
+        monkeypatch.setenv(name, value)
+    log.configure()
+    second = datetime(2026, 3, 4, 5, 6, 7, tzinfo=timezone.utc)
+    monkeypatch.setattr(backup_mod, "utcnow", lambda: second)
+    monkeypatch.setattr(backup_mod.secrets, "token_hex", lambda _n: "01234567")
+    config = config_mod.load()
+    run = installation_tag(config.installation) + "01234567"
+    key = key_at("nightly/", config.database, second, run_id=run)
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json",
+                  Body=json.dumps({**manifest, "key": key, "run_id": run, "sha256": "0" * 64}).encode())
+    with pytest.raises(StorageError, match="already exists"):
+        backup_mod.run_backup(config)
+    assert key not in keys(s3, bucket)  # this run's own object went; the other manifest stayed
+    assert key + ".manifest.json" in keys(s3, bucket)

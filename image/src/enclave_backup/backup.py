@@ -74,6 +74,18 @@ def abort_stale_uploads(storage: Storage, config: Config) -> None:
             logger.warning("aborted a stale multipart upload", key=upload.key, initiated=upload.initiated.isoformat())
 
 
+def _manifest_is_own(storage: Storage, manifest: Manifest) -> bool:
+    """Whether the manifest stored beside `manifest.key` is this one: same key, run id and sha256."""
+    from .catalog import read_manifest  # catalog reads manifests with a size cap and full validation
+    from .errors import BackupError
+    try:
+        stored = read_manifest(storage.cleanup_storage(), manifest.key)
+    except BackupError:
+        return False  # none, unreadable or not ours: the write failed
+    return (stored.key, stored.run_id, stored.sha256, stored.stored_size) == \
+        (manifest.key, manifest.run_id, manifest.sha256, manifest.stored_size) and bool(manifest.run_id)
+
+
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -135,14 +147,20 @@ def run_backup(config: Config) -> Manifest:
         database_state=database_state, installation=config.installation, run_id=run_id)
     try:
         storage.put_new(manifest_key(key), manifest.to_json(), "application/json", encode_metadata(identity))
-    except StorageError:
-        # Without its manifest the object is not a backup; do not leave it looking like one. The key
-        # carries this run's id and was written with If-None-Match, so the object is this run's own.
-        try:
-            storage.cleanup_storage().delete(key)
-        except StorageError as exc:
-            logger.error("could not delete the object whose manifest failed", key=key, error=str(exc))
-        raise
+    except StorageError as failed:
+        # A retried write can meet its own first attempt: stored, but its answer lost, so the retry
+        # hears "already exists" (412) or gives up. If the manifest there is this run's, it is written.
+        if _manifest_is_own(storage, manifest):
+            logger.warning("the manifest was stored by an earlier attempt of this run whose answer was lost; "
+                           "the backup is complete", key=key, retry_answer=str(failed))
+        else:
+            # Without its manifest the object is not a backup; do not leave it looking like one. The key
+            # carries this run's id and was written with If-None-Match, so the object is this run's own.
+            try:
+                storage.cleanup_storage().delete(key)
+            except StorageError as exc:
+                logger.error("could not delete the object whose manifest failed", key=key, error=str(exc))
+            raise
 
     seconds = max(progress.elapsed, 1e-6)
     logger.info("backup complete", key=key, bucket=config.bucket, engine=engine,

@@ -70,7 +70,10 @@ def test_verify_cronjob_has_its_own_schedule_deadline_and_resources(helm):
     assert c["resources"]["limits"]["memory"] == "1Gi"
     # Same database, storage and security as the backup; the live database is only named, never changed.
     b = pod_spec(backup)["containers"][0]
-    assert env_of(c) == env_of(b)
+    reader = env_of(c)
+    # Only a reader says whether it accepts unsigned backups (tests/chart/test_chart_trust.py).
+    assert reader.pop("ENCLAVE_BACKUP_ALLOW_UNVERIFIED")["value"] == "false"
+    assert reader == env_of(b)
     assert c["securityContext"] == b["securityContext"] and c["image"] == b["image"]
     # A verify may read for up to its deadline: prune honours reader markers at least that long.
     assert env_of(b)["ENCLAVE_BACKUP_READER_MARKER_SECONDS"]["value"] == "21600"  # the restore's is longer

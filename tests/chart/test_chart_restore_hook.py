@@ -68,7 +68,7 @@ def test_restore_job_shares_the_cronjobs_storage_database_and_security(helm):
     objs = restore_render(helm)
     job, cj = pod_spec(find(objs, "Job")), pod_spec(find(objs, "CronJob"))
     restore_env, backup_env = env_of(job["containers"][0]), env_of(cj["containers"][0])
-    own = ("ENCLAVE_BACKUP_RESTORE_", "ENCLAVE_BACKUP_RETRY_SECONDS")
+    own = ("ENCLAVE_BACKUP_RESTORE_", "ENCLAVE_BACKUP_RETRY_SECONDS", "ENCLAVE_BACKUP_ALLOW_UNVERIFIED")
     ops = ("ENCLAVE_BACKUP_KEEP_", "ENCLAVE_BACKUP_READER_MARKER_SECONDS", "ENCLAVE_BACKUP_PUSHGATEWAY_URL")
     # ENCLAVE_BACKUP_RESTORE_JOBS is every program's (the verify loads as the restore does).
     own_only = [k for k in restore_env if k.startswith(own) and k != "ENCLAVE_BACKUP_RESTORE_JOBS"]

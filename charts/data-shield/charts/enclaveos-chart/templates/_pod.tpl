@@ -22,6 +22,9 @@ runAsNonRoot: true
 # Our image's numeric user; set here too so the kubelet can check it without the image.
 runAsUser: 10001
 runAsGroup: 10001
+# Files of Secret and ConfigMap volumes (keys, CA certificates) belong to this group, so the
+# program can read a key mounted 0440 (owner root, group 10001) that no other user can.
+fsGroup: 10001
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -39,11 +42,13 @@ capabilities:
 {{/*
 Pod spec of every pod that runs the program (backup, restore, verify, test), with the
 Backup.* pod settings they share: Image, NodeSelector, Tolerations, Affinity, and Resources
-unless the caller passes its own. Call with
-(dict "ctx" $ "args" list "restartPolicy" string "extraEnv" string "resources" map).
+unless the caller passes its own. "role" (backup, restore, verify or check) decides which
+keys the pod gets (enclaveos-chart.trustFiles). Call with
+(dict "ctx" $ "role" string "args" list "restartPolicy" string "extraEnv" string "resources" map).
 */}}
 {{- define "enclaveos-chart.programPodSpec" -}}
 {{- $ := .ctx -}}
+{{- $files := (include "enclaveos-chart.trustFiles" . | fromJson).files -}}
 serviceAccountName: {{ include "enclaveos-chart.serviceAccountName" $ }}
 # After SIGTERM the program stops, aborts its upload within 10 s (even with the store stalled)
 # and exits; 30 s leaves room for pg_dump to end. Set, not inherited, because the program relies on it.
@@ -78,7 +83,14 @@ containers:
     env:
       {{- include "enclaveos-chart.programEnv" $ | trim | nindent 6 }}
       {{- with .extraEnv }}
+      {{- . | trim | nindent 6 }}
+      {{- end }}
+      {{- with include "enclaveos-chart.trustEnv" . | trim }}
       {{- . | nindent 6 }}
+      {{- end }}
+      {{- range $files }}
+      - name: {{ .env }}
+        value: {{ printf "%s/%s" .dir .path | quote }}
       {{- end }}
     {{- with (.resources | default $.Values.Backup.Resources) }}
     resources:
@@ -89,11 +101,116 @@ containers:
     volumeMounts:
       - name: tmp
         mountPath: /tmp
+      {{- range $files }}
+      - name: {{ .volume }}
+        mountPath: {{ .dir }}
+        readOnly: true
+      {{- end }}
 volumes:
   # The root filesystem is read-only; the program and its libraries may spill to /tmp.
   - name: tmp
     emptyDir:
       sizeLimit: 1Gi
+  {{- range $files }}
+  - name: {{ .volume }}
+    {{- if .secret }}
+    secret:
+      secretName: {{ .secret | quote }}
+      # Only the key this pod may have; a missing key keeps the pod from starting.
+      items:
+        - key: {{ .key | quote }}
+          path: {{ .path | quote }}
+      # 0440: owner root, group fsGroup 10001 (the program's group); no one else reads it.
+      # (The kubelet writes Secret files as root; 0400 would lock the program out.)
+      defaultMode: 288
+    {{- else }}
+    configMap:
+      name: {{ .configMap | quote }}
+      items:
+        - key: {{ .key | quote }}
+          path: {{ .path | quote }}
+      # 0444: a CA certificate is public.
+      defaultMode: 292
+    {{- end }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+The files a program pod mounts from Secrets and ConfigMaps, by its role: keys only where
+they are used (the backup signs and encrypts, restore and verify check and decrypt; the
+private signing key and the age identity never share a pod), CA certificates and the SSE-C
+key in every pod. Call with the programPodSpec dict; returns JSON {"files": [...]}, each
+{volume, secret|configMap, key, dir, path, env}: mounted at dir/path, named by env.
+*/}}
+{{- define "enclaveos-chart.trustFiles" -}}
+{{- $ := .ctx -}}
+{{- $role := .role -}}
+{{- $reader := has $role (list "restore" "verify") -}}
+{{- $files := list -}}
+{{- with $.Values.Backup.Signing.SecretName -}}
+{{- if eq $role "backup" -}}
+{{- $files = append $files (dict "volume" "signing-key" "secret" . "key" "private.pem" "path" "private.pem" "dir" "/etc/enclave-backup/signing" "env" "ENCLAVE_BACKUP_SIGNING_KEY_FILE") -}}
+{{- else if $reader -}}
+{{- $files = append $files (dict "volume" "signing-public-key" "secret" . "key" "public.pem" "path" "public.pem" "dir" "/etc/enclave-backup/signing" "env" "ENCLAVE_BACKUP_SIGNING_PUBLIC_KEY_FILE") -}}
+{{- end -}}
+{{- end -}}
+{{- $identity := "" -}}
+{{- if eq $role "restore" }}{{ $identity = $.Values.restore.identitySecretName }}{{ end -}}
+{{- if eq $role "verify" }}{{ $identity = $.Values.Verify.IdentitySecretName }}{{ end -}}
+{{- with $identity -}}
+{{- $files = append $files (dict "volume" "age-identity" "secret" . "key" "identity.txt" "path" "identity.txt" "dir" "/etc/enclave-backup/age" "env" "ENCLAVE_BACKUP_ENCRYPTION_IDENTITY_FILE") -}}
+{{- end -}}
+{{- $s3 := $.Values.global.S3 -}}
+{{- if eq (default "" $s3.ServerSideEncryption) "SSE-C" -}}
+{{- with $s3.SseCustomerKeySecretName -}}
+{{- $files = append $files (dict "volume" "sse-customer-key" "secret" . "key" "SSE_CUSTOMER_KEY" "path" "SSE_CUSTOMER_KEY" "dir" "/etc/enclave-backup/sse-c" "env" "ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE") -}}
+{{- end -}}
+{{- end -}}
+{{- $ca := default dict $s3.CaBundle -}}
+{{- $caFile := dict "volume" "s3-ca" "key" (default "ca.crt" $ca.Key) "path" "ca.crt" "dir" "/etc/enclave-backup/s3-ca" "env" "AWS_CA_BUNDLE" -}}
+{{- if $ca.SecretName -}}
+{{- $files = append $files (set $caFile "secret" $ca.SecretName) -}}
+{{- else if $ca.ConfigMapName -}}
+{{- $files = append $files (set $caFile "configMap" $ca.ConfigMapName) -}}
+{{- end -}}
+{{- if not $.Values.cockroachdb.enabled -}}
+{{- $db := $.Values.externalDatabase -}}
+{{- $dbFile := dict "volume" "db-ca" "key" (default "ca.crt" $db.caKey) "path" "ca.crt" "dir" "/etc/enclave-backup/db-ca" "env" "PGSSLROOTCERT" -}}
+{{- if $db.caSecretName -}}
+{{- $files = append $files (set $dbFile "secret" $db.caSecretName) -}}
+{{- else if $db.caConfigMapName -}}
+{{- $files = append $files (set $dbFile "configMap" $db.caConfigMapName) -}}
+{{- end -}}
+{{- end -}}
+{{- toJson (dict "files" $files) -}}
+{{- end -}}
+
+{{/*
+Settings of signing, encryption and server-side encryption that are plain values, by role
+(see enclaveos-chart.trustFiles for the files). Recipients are public: the backup gets them
+one per line.
+*/}}
+{{- define "enclaveos-chart.trustEnv" -}}
+{{- $ := .ctx -}}
+{{- $s3 := $.Values.global.S3 -}}
+{{- with $s3.ServerSideEncryption }}
+- name: ENCLAVE_BACKUP_SSE
+  value: {{ . | quote }}
+{{- end }}
+{{- with $s3.KmsKeyId }}
+- name: ENCLAVE_BACKUP_SSE_KMS_KEY_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- if eq .role "backup" }}
+{{- with $.Values.Backup.Encryption.Recipients }}
+- name: ENCLAVE_BACKUP_ENCRYPTION_RECIPIENTS
+  value: {{ join "\n" . | toJson }}
+{{- end }}
+{{- end }}
+{{- if has .role (list "restore" "verify") }}
+- name: ENCLAVE_BACKUP_ALLOW_UNVERIFIED
+  value: {{ $.Values.Backup.Signing.AllowUnverified | toString | quote }}
+{{- end }}
 {{- end -}}
 
 {{/*

@@ -277,3 +277,33 @@ def test_a_manifest_write_refused_for_another_run_s_manifest_still_fails(moto, b
         backup_mod.run_backup(config)
     assert key not in keys(s3, bucket)  # this run's own object went; the other manifest stayed
     assert key + ".manifest.json" in keys(s3, bucket)
+
+
+# --- 4. an object copied back by hand without its S3 metadata -----------------------------------
+
+def test_a_backup_whose_object_lost_its_metadata_still_restores(moto, bucket, pg, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE kept (v text)")
+        conn.execute("INSERT INTO kept VALUES ('from the backup')")
+    key = backup(cli_env)
+    s3 = moto.client()
+    data = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    s3.delete_object(Bucket=bucket, Key=key)
+    s3.put_object(Bucket=bucket, Key=key, Body=data)  # as `aws s3 cp` of a downloaded file puts it back
+    assert s3.head_object(Bucket=bucket, Key=key)["Metadata"] == {}
+    with pg.connect(dbname) as conn:
+        conn.execute("DELETE FROM kept")
+
+    for target in (key, "latest"):
+        restored = run_cli(cli_env, "restore", "--object", target, "--force")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        said = restored.event("the object lacks its S3 metadata (copied without it?): its identity is checked "
+                              "by its header and its sha256 alone")
+        assert set(said["missing"]) == {"database", "engine", "installation", "run_id"}
+    with pg.connect(dbname) as conn:
+        assert [r[0] for r in conn.execute("SELECT v FROM kept")] == ["from the backup"]
+
+    # The sha256 still decides: the same header over other bytes is refused.
+    s3.put_object(Bucket=bucket, Key=key, Body=data[:-8] + bytes(8))
+    refused = run_cli(cli_env, "restore", "--object", key, "--force")
+    assert refused.returncode == 5, refused.stdout + refused.stderr

@@ -85,3 +85,39 @@ def test_keep_days_counts_a_future_dated_backup_by_the_store_s_clock():
     new = _made("new", T0)
     decisions = {d.key: d for d in decide([future, new], Rules(keep_days=7), T0 + timedelta(hours=1))}
     assert decisions["new"].keep and not decisions["future"].keep
+
+
+# --- 4. absent metadata is no conflict; metadata that is there must agree ------------------------
+
+from enclave_backup.errors import IntegrityError  # noqa: E402
+from enclave_backup.manifest import Manifest  # noqa: E402
+from enclave_backup.source import check_identity  # noqa: E402
+
+
+def _manifest(**fields) -> Manifest:
+    base = dict(key="nightly/malbork-20260301T000000Z-0123456789abcdef.sql.gz", database="malbork",
+                engine="postgresql", server_version="15", started_at="2026-03-01T00:00:00Z",
+                finished_at="2026-03-01T00:01:00Z", compression="gzip", stored_size=10, sha256="a" * 64,
+                uncompressed_size=20, tables={"public.t": 1}, installation="default", run_id="0123456789abcdef")
+    return Manifest(**{**base, **fields})
+
+
+@pytest.mark.parametrize("metadata", [{}, {"database": "malbork"}, {"run_id": "0123456789abcdef", "engine": "postgresql"}])
+def test_absent_metadata_is_no_conflict(metadata):
+    m = _manifest()
+    check_identity("s3://b/k", m, metadata, m.identity())
+
+
+@pytest.mark.parametrize("metadata", [{"database": "other"}, {**_manifest().identity(), "run_id": "ffffffffffffffff"}])
+def test_metadata_that_is_there_must_agree(metadata):
+    m = _manifest()
+    with pytest.raises(IntegrityError, match="its metadata disagrees"):
+        check_identity("s3://b/k", m, metadata, m.identity())
+
+
+def test_the_header_is_still_required_and_checked():
+    m = _manifest()
+    with pytest.raises(IntegrityError, match="does not begin with an enclave-backup header"):
+        check_identity("s3://b/k", m, {}, None)
+    with pytest.raises(IntegrityError, match="its header disagrees"):
+        check_identity("s3://b/k", m, {}, {**m.identity(), "database": "other"})

@@ -79,7 +79,12 @@ def read_header(storage: Storage, key: str, manifest: Manifest) -> dict | None:
 
 
 def check_identity(where: str, manifest: Manifest, metadata: dict, header: dict | None) -> None:
-    """The manifest, the object's metadata and its header must name the same run, database and engine."""
+    """The manifest, the object's metadata and its header must name the same run, database and engine.
+
+    Metadata that is absent (an object copied back by hand without it) is no conflict: it is
+    said, and the header (here) and the sha256 (while reading) still decide. Metadata that is
+    there must agree."""
+    from . import log
     expected = manifest.identity()
     if header is None:
         raise IntegrityError(f"{where} does not begin with an enclave-backup header: it is not a backup this tool "
@@ -88,9 +93,13 @@ def check_identity(where: str, manifest: Manifest, metadata: dict, header: dict 
         expected = {"engine": manifest.engine, "database": ascii_name(manifest.database)}
         header = {k: header.get(k) for k in expected}
         metadata = {}
-    for name, got in (("header", header), ("metadata", metadata)):
-        differs = {k: got.get(k) for k in expected if got.get(k) != expected[k]}
+    elif missing := [k for k in expected if k not in metadata]:
+        log.get().warning("the object lacks its S3 metadata (copied without it?): its identity is checked by "
+                          "its header and its sha256 alone", object=where, missing=missing)
+    in_metadata = {k: v for k, v in expected.items() if k in metadata}
+    for name, got, wanted in (("header", header, expected), ("metadata", metadata, in_metadata)):
+        differs = {k: got.get(k) for k in wanted if got.get(k) != wanted[k]}
         if differs:
             raise IntegrityError(f"{where}: its {name} disagrees with its manifest ({json.dumps(differs)} vs "
-                                 f"{json.dumps({k: expected[k] for k in differs})}): the object and the manifest "
+                                 f"{json.dumps({k: wanted[k] for k in differs})}): the object and the manifest "
                                  "are not one run's; nothing was changed")

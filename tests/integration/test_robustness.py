@@ -307,3 +307,58 @@ def test_a_backup_whose_object_lost_its_metadata_still_restores(moto, bucket, pg
     s3.put_object(Bucket=bucket, Key=key, Body=data[:-8] + bytes(8))
     refused = run_cli(cli_env, "restore", "--object", key, "--force")
     assert refused.returncode == 5, refused.stdout + refused.stderr
+
+
+# --- 6. a huge manifest or record is refused unread ----------------------------------------------
+
+def _peak_rss(env: dict, *args: str):
+    """Run the CLI, sampling its resident memory; (result, peak bytes)."""
+    import psutil
+
+    from tests.conftest import CliResult, spawn_cli
+    proc = spawn_cli(env, *args)
+    watched, peak = psutil.Process(proc.pid), 0
+    while proc.poll() is None:
+        try:
+            peak = max(peak, watched.memory_info().rss)
+        except psutil.Error:
+            break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    return CliResult(proc.returncode, out, err), peak
+
+
+HUGE = 48 << 20
+
+
+def test_a_huge_foreign_manifest_or_record_is_never_read(moto, bucket, cli_env, dbname):
+    s3 = moto.client()
+    real = backup(cli_env)
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=real + ".manifest.json")["Body"].read())
+    time.sleep(1.1)
+    huge = key_at("nightly/", dbname, datetime.now(timezone.utc), run_id=real.rsplit("-", 1)[1][:16])
+    s3.copy_object(Bucket=bucket, Key=huge, CopySource={"Bucket": bucket, "Key": real})
+    # Valid JSON naming its object, so only its size gives it away.
+    s3.put_object(Bucket=bucket, Key=huge + ".manifest.json",
+                  Body=json.dumps({**manifest, "key": huge, "padding": "x" * HUGE}).encode())
+    s3.put_object(Bucket=bucket, Key=real + ".verify.json",
+                  Body=json.dumps({"key": real, "verified_at": "2026-01-01T00:00:00Z", "passed": True,
+                                   "padding": "x" * HUGE}).encode())
+
+    listed, peak = _peak_rss(cli_env, "list")
+    assert listed.returncode == 0, listed.stdout + listed.stderr
+    assert huge not in listed.stdout.split("KEY", 1)[1] and real in listed.stdout
+    said = listed.event("skipped an object whose manifest is too large to be one of ours")
+    assert said["key"] == huge and said["manifest_bytes"] > HUGE
+    assert listed.event("ignored a verification record too large to be one of ours")["key"] == real + ".verify.json"
+    print(f"list peak RSS {peak / 2**20:.0f} MiB with a {HUGE >> 20} MiB manifest and record beside the backups")
+    assert peak < HUGE + (40 << 20)  # neither was read: far less than even one copy of either on top
+
+    status = run_cli(cli_env, "status", "--json")
+    assert status.returncode == 0, status.stdout + status.stderr
+    restored = run_cli(cli_env, "restore", "--object", "latest")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert restored.event("restore complete")["key"] == real
+    refused, peak = _peak_rss(cli_env, "restore", "--object", huge)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert "more than the 1048576 a manifest of this tool can" in refused.event("restore failed")["error"]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from . import log
-from .errors import BackupError
+from .errors import BackupError, IntegrityError
 from .manifest import Manifest, key_name, manifest_key, parse_key
 from .retention import newest_first
 from .s3 import Storage
@@ -26,6 +26,9 @@ CLOCK_TOLERANCE_SECONDS = 300
 # (by hand, a bucket migration), not written by a late clock: its own start time counts.
 LATE_CLOCK_LIMIT_SECONDS = 1800
 ANY_INSTALLATION = "*"  # only by explicit choice: restore.sourceInstallation
+# A manifest holds a row count per table: 1 MiB is tens of thousands of tables. Anything larger
+# is not read at all (a 300 MiB one took about 1 GiB to parse).
+MAX_MANIFEST_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -105,8 +108,13 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
             continue
         if parsed[0] != database or manifest_key(key) not in objects:
             continue
+        listed = objects[manifest_key(key)].size
+        if listed > MAX_MANIFEST_BYTES:  # never read: it would take its size in memory
+            log.get().warning("skipped an object whose manifest is too large to be one of ours", key=key,
+                              manifest_bytes=listed, limit=MAX_MANIFEST_BYTES)
+            continue
         try:
-            manifest = read_manifest(storage, key)
+            manifest = read_manifest(storage, key, listed)
             started, finished = parse_time(manifest.started_at), parse_time(manifest.finished_at)
         except (BackupError, ValueError) as exc:
             log.get().warning("skipped an object whose manifest cannot be read", key=key, error=str(exc))
@@ -127,6 +135,22 @@ def _looks_like_backup(key: str, key_prefix: str, database: str) -> bool:
     return "/" not in name and name.startswith(key_name(database) + "-") and bool(_BACKUP_SUFFIX.search(name))
 
 
-def read_manifest(storage: Storage, key: str) -> Manifest:
-    return Manifest.from_json(storage.get_bytes(manifest_key(key)), key)
+def read_manifest(storage: Storage, key: str, size: int | None = None) -> Manifest:
+    """The manifest of `key`, read only if it is at most MAX_MANIFEST_BYTES (its size from the
+    listing, else from a HEAD); a larger one is refused (IntegrityError) without being read."""
+    where = manifest_key(key)
+    if size is None:
+        head = storage.head(where)
+        if head is None:
+            raise IntegrityError(f"{where}: no such manifest; {key} is not a complete backup")
+        size = head.size
+    if size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"the manifest of {key} holds {size} bytes, more than the {MAX_MANIFEST_BYTES} a "
+                             "manifest of this tool can: it is not one; nothing was read")
+    if size == 0:  # a range read of nothing is an error on S3
+        raise IntegrityError(f"the manifest of {key} is empty")
+    raw = storage.read_range(where, min(size, MAX_MANIFEST_BYTES) + 1)  # +1: replaced since by a larger one
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"the manifest of {key} is larger than {MAX_MANIFEST_BYTES} bytes: it is not one")
+    return Manifest.from_json(raw, key)
 

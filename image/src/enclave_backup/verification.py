@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, field
 
+from . import log
 from .s3 import Storage
 
 VERIFY_SUFFIX = ".verify.json"
+MAX_RECORD_BYTES = 1 << 20  # a record lists at most the tables whose row counts differ
 
 
 def record_key(key: str) -> str:
@@ -48,7 +50,14 @@ def write(storage: Storage, record: Record) -> None:
 
 
 def read(storage: Storage, key: str) -> Record | None:
-    if storage.head(record_key(key)) is None:
+    """The record beside `key`; None if there is none, or it is not ours (too large, not valid)."""
+    head = storage.head(record_key(key))
+    if head is None or head.size == 0:
         return None
-    record = Record.from_json(storage.get_bytes(record_key(key)))
+    if head.size > MAX_RECORD_BYTES:  # never read: it would take its size in memory
+        log.get().warning("ignored a verification record too large to be one of ours", key=record_key(key),
+                          record_bytes=head.size, limit=MAX_RECORD_BYTES)
+        return None
+    raw = storage.read_range(record_key(key), head.size + 1)
+    record = Record.from_json(raw) if len(raw) <= MAX_RECORD_BYTES else None
     return record if record and record.key == key else None

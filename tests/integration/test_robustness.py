@@ -362,3 +362,24 @@ def test_a_huge_foreign_manifest_or_record_is_never_read(moto, bucket, cli_env, 
     refused, peak = _peak_rss(cli_env, "restore", "--object", huge)
     assert refused.returncode == 5, refused.stdout + refused.stderr
     assert "more than the 1048576 a manifest of this tool can" in refused.event("restore failed")["error"]
+
+
+# --- 7. a manifest with a field no backup can have --------------------------------------------
+
+@pytest.mark.parametrize("tables, field", [({"public.t": 10**30}, "tables/public.t"), (["public.t"], "tables")],
+                         ids=["huge-row-count", "tables-not-a-mapping"])
+def test_verify_and_restore_refuse_a_manifest_with_a_bad_field(moto, bucket, pg, dbname, cli_env, tables, field):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v int)")
+        conn.execute("INSERT INTO t VALUES (1)")
+    key = backup(cli_env)
+    s3 = moto.client()
+    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps({**manifest, "tables": tables}).encode())
+    for command in ("verify", "restore"):
+        result = run_cli(cli_env, command, "--object", key)
+        assert result.returncode == 5, result.stdout + result.stderr
+        error = result.event(f"{command} failed")["error"]
+        assert f"field {field!r}" in error, error
+    listed = run_cli(cli_env, "list")  # the others go on: the bad one is skipped with a warning
+    assert listed.returncode == 0 and key in listed.event("skipped an object whose manifest cannot be read")["key"]

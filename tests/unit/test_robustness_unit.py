@@ -121,3 +121,92 @@ def test_the_header_is_still_required_and_checked():
         check_identity("s3://b/k", m, {}, None)
     with pytest.raises(IntegrityError, match="its header disagrees"):
         check_identity("s3://b/k", m, {}, {**m.identity(), "database": "other"})
+
+
+# --- 7. manifests and records are checked against a schema before any field is used -------------
+
+import json  # noqa: E402
+
+from enclave_backup.verification import Record  # noqa: E402
+
+KEY = "nightly/malbork-20260301T000000Z-0123456789abcdef.sql.gz"
+
+
+def _raw(**changes) -> bytes:
+    data = json.loads(_manifest().to_json())
+    for name, value in changes.items():
+        if value is _DROP:
+            data.pop(name)
+        else:
+            data[name] = value
+    return json.dumps(data).encode()
+
+
+_DROP = object()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"tables": {"public.t": 2**63}}, "tables/public.t"),
+    ({"tables": {"public.t": 10**30}}, "tables/public.t"),
+    ({"tables": {"public.t": -1}}, "tables/public.t"),
+    ({"tables": {"public.t": 1.5}}, "tables/public.t"),
+    ({"tables": ["public.t", 1]}, "tables"),
+    ({"tables": "public.t"}, "tables"),
+    ({"tables": None}, "tables"),
+    ({"stored_size": "10"}, "stored_size"),
+    ({"stored_size": 2**64}, "stored_size"),
+    ({"sha256": "not hex"}, "sha256"),
+    ({"compression": "bz2"}, "compression"),
+    ({"engine": "mysql"}, "engine"),
+    ({"database": ["malbork"]}, "database"),
+    ({"run_id": "../../x"}, "run_id"),
+    ({"database_state": "everything"}, "database_state"),
+    ({"encryption": {"scheme": "rot13", "recipients": []}}, "encryption/scheme"),
+    ({"encryption": {"scheme": "age"}}, "encryption/recipients"),
+    ({"signature": {"algorithm": "ed25519", "key_id": "k", "value": 7}}, "signature/value"),
+    ({"signature": "signed"}, "signature"),
+    ({"sha256": _DROP}, "sha256"),
+    ({"finished_at": 20260301}, "finished_at"),
+])
+def test_a_bad_manifest_is_an_integrity_error_naming_the_field(changes, field):
+    with pytest.raises(IntegrityError) as caught:
+        Manifest.from_json(_raw(**changes), KEY)
+    assert caught.value.exit_code == 5
+    assert f"field {field!r}" in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"encryption": None, "signature": None}, {"encryption": _DROP, "signature": _DROP},
+    {"encryption": {"scheme": "age", "recipients": ["age1xyz"]},
+     "signature": {"algorithm": "ed25519", "key_id": "k1", "value": "c2ln"}},
+    {"tables": {"public.t": 2**63 - 1}}, {"tables": _DROP}, {"database_state": None}, {"run_id": ""},
+    {"something_newer": {"a": 1}},  # fields a later version adds are ignored
+])
+def test_good_manifests_are_accepted(changes):
+    manifest = Manifest.from_json(_raw(**changes), KEY)
+    assert manifest.key == KEY
+    if isinstance(changes.get("encryption"), dict):
+        assert manifest.encryption == changes["encryption"] and manifest.signature == changes["signature"]
+
+
+def test_a_manifest_s_bad_value_is_quoted_short():
+    with pytest.raises(IntegrityError) as caught:
+        Manifest.from_json(_raw(server_version=["x" * 100_000]), KEY)
+    assert len(str(caught.value)) < 500
+
+
+@pytest.mark.parametrize("data", [
+    {"key": KEY, "verified_at": 5, "passed": True},
+    {"key": KEY, "verified_at": "2026-03-01T00:00:00Z", "passed": "yes"},
+    {"key": KEY, "verified_at": "2026-03-01T00:00:00Z", "passed": True, "rows": 2**64},
+    {"key": KEY, "verified_at": "2026-03-01T00:00:00Z", "passed": False, "row_mismatches": ["t"]},
+    {"key": KEY, "passed": True}, [], "record", 7,
+])
+def test_a_bad_verification_record_is_not_ours(data):
+    assert Record.from_json(json.dumps(data).encode()) is None
+
+
+def test_a_good_verification_record_reads():
+    record = Record(key=KEY, verified_at="2026-03-01T00:00:00Z", passed=False, exit_code=5, error="x",
+                    rows=3, row_mismatches={"public.t": {"restored": 1, "manifest": 2}})
+    assert Record.from_json(record.to_json()) == record

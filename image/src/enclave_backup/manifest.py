@@ -115,12 +115,12 @@ class Manifest:
             raise IntegrityError(f"the manifest of {key} is not a JSON object")
         version = data.get("format_version")
         if version != FORMAT_VERSION:
-            raise IntegrityError(f"the manifest of {key} has format version {version!r}; "
+            raise IntegrityError(f"the manifest of {key} has format version {repr(version)[:40]}; "
                                  f"this tool reads version {FORMAT_VERSION}")
-        try:
-            manifest = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except TypeError as exc:
-            raise IntegrityError(f"the manifest of {key} lacks fields: {exc}") from None
+        from .schemas import problem  # every field checked here, once, before any is used
+        if wrong := problem(data, "manifest"):
+            raise IntegrityError(f"the manifest of {key} is not one this tool wrote: {wrong}")
+        manifest = cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
         if manifest.key != key:
             raise IntegrityError(f"the manifest beside {key} describes another object ({manifest.key})")
         if manifest.compression not in EXTENSIONS:

@@ -35,11 +35,16 @@ class Record:
 
     @classmethod
     def from_json(cls, raw: bytes) -> "Record | None":
+        """The record, or None if it is not ours or damaged (shown as "not verified"): checked against
+        schemas.RECORD first, so no field of a wrong type reaches `list` or `status`."""
+        from .schemas import problem
         try:
             data = json.loads(raw)
-            return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
-        except (ValueError, TypeError, KeyError):
-            return None  # not ours or damaged: shown as "not verified"
+        except ValueError:
+            return None
+        if problem(data, "record"):
+            return None
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
     def describe(self) -> str:
         return f"{'passed' if self.passed else 'FAILED'} {self.verified_at}"

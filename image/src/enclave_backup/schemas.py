@@ -1,0 +1,96 @@
+"""JSON schemas of what this tool reads back from the bucket: manifests and verification records.
+
+One check, in one place, before any field is used: a manifest that names a row count no
+database can hold, or `tables` that is not a mapping, is refused with the field it got wrong
+rather than crashing a command later (or passing a restore it should have stopped).
+"""
+
+from __future__ import annotations
+
+import functools
+
+# PostgreSQL and CockroachDB count rows and bytes in signed 64-bit integers.
+MAX_COUNT = 2**63 - 1
+_COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
+_TEXT = {"type": "string", "maxLength": 65536}
+
+MANIFEST = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["format_version", "key", "database", "engine", "server_version", "started_at", "finished_at",
+                 "compression", "stored_size", "sha256", "uncompressed_size"],
+    "properties": {
+        "format_version": {"type": "integer"},
+        "key": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "database": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "engine": {"enum": ["postgresql", "cockroachdb"]},
+        "server_version": _TEXT,
+        "started_at": {"type": "string", "maxLength": 64},
+        "finished_at": {"type": "string", "maxLength": 64},
+        "compression": {"enum": ["gzip", "zstd", "none"]},
+        "stored_size": _COUNT,
+        "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "uncompressed_size": _COUNT,
+        "tables": {"type": "object", "additionalProperties": _COUNT},
+        "tool_version": _TEXT,
+        "snapshot": _TEXT,
+        "database_state": {"type": ["object", "null"]},
+        "installation": _TEXT,
+        "run_id": {"type": "string", "pattern": "^([0-9a-f]{8,32})?$"},
+        "encryption": {
+            "type": ["object", "null"],
+            "required": ["scheme", "recipients"],
+            "properties": {"scheme": {"const": "age"},
+                           "recipients": {"type": "array", "items": _TEXT, "maxItems": 1000}},
+        },
+        "signature": {
+            "type": ["object", "null"],
+            "required": ["algorithm", "key_id", "value"],
+            "properties": {"algorithm": _TEXT, "key_id": _TEXT, "value": _TEXT},
+        },
+    },
+}
+
+RECORD = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["key", "verified_at", "passed"],
+    "properties": {
+        "key": {"type": "string", "maxLength": 1024},
+        "verified_at": {"type": "string", "maxLength": 64},
+        "passed": {"type": "boolean"},
+        "exit_code": {"type": "integer", "minimum": 0, "maximum": 255},
+        "error": _TEXT,
+        "sha256": {"type": "string", "maxLength": 64},
+        "tables": _COUNT,
+        "rows": _COUNT,
+        "duration_s": {"type": "number", "minimum": 0},
+        "tool_version": _TEXT,
+        "row_mismatches": {"type": "object",
+                           "additionalProperties": {"type": "object", "additionalProperties": _COUNT}},
+    },
+}
+
+
+@functools.lru_cache(maxsize=None)
+def _validator(name: str):
+    import jsonschema  # imported on first use: most commands read no manifest
+
+    schema = {"manifest": MANIFEST, "record": RECORD}[name]
+    return jsonschema.Draft202012Validator(schema)
+
+
+def problem(data, name: str) -> str | None:
+    """None if `data` fits schema `name` ("manifest" or "record"), else what is wrong, naming the field."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator(name).iter_errors(data))
+    if error is None:
+        return None
+    field = "/".join(str(p) for p in error.absolute_path)
+    if error.validator == "required":  # the missing field is the message's subject, not a path
+        missing = [f for f in error.validator_value if isinstance(error.instance, dict) and f not in error.instance]
+        field = "/".join(filter(None, [field, missing[0] if missing else ""]))
+        return f"field {field!r} is missing"
+    shown = error.message if len(error.message) <= 200 else error.message[:200] + "..."
+    return f"field {field or '(top level)'!r} is invalid: {shown}"

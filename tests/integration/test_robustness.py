@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -383,3 +384,77 @@ def test_verify_and_restore_refuse_a_manifest_with_a_bad_field(moto, bucket, pg,
         assert f"field {field!r}" in error, error
     listed = run_cli(cli_env, "list")  # the others go on: the bad one is skipped with a warning
     assert listed.returncode == 0 and key in listed.event("skipped an object whose manifest cannot be read")["key"]
+
+
+# --- 8. SIGTERM stops a prune between deletions ---------------------------------------------------
+
+def _seed_many(moto, bucket: str, env: dict, count: int) -> tuple[str, list[str]]:
+    real = backup(env)
+    s3 = moto.client()
+    now = datetime.now(timezone.utc)
+    return real, [copy_backup_at(s3, bucket, real, now - timedelta(hours=h)) for h in range(1, count + 1)]
+
+
+def _pairs_intact(moto, bucket: str) -> None:
+    """Whatever a stopped prune left: every object still has its manifest (only the reverse may stay)."""
+    stored = keys(moto.client(), bucket)
+    objects = {k for k in stored if k.endswith(".sql.gz")}
+    assert all(k + ".manifest.json" in stored for k in objects)
+
+
+def test_sigterm_stops_prune_between_deletions(moto, bucket, cli_env):
+    from tests.integration.test_backup_failures import Running
+    real, copies = _seed_many(moto, bucket, cli_env, 150)
+    run = Running({**cli_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "prune")
+    run.wait_for(lambda e: e.get("event") == "prune: deleted")
+    sent = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.finish(timeout=30)
+    took = time.monotonic() - sent
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert took < 10, f"prune ran {took:.1f}s after SIGTERM"
+    assert "SIGTERM" in result.event("prune failed")["error"]
+    deleted = _events(result, "prune: deleted")
+    assert 1 <= len(deleted) < len(copies)  # it stopped part-way, not at the end
+    _pairs_intact(moto, bucket)
+    left = {k for k in keys(moto.client(), bucket) if k.endswith(".sql.gz")}
+    assert real in left and len(left) == len(copies) + 1 - len(deleted)
+
+
+def test_sigterm_ends_prune_within_the_grace_period_with_the_store_stalled(moto, bucket, cli_env):
+    """A store that stops answering mid-deletion cannot be had from moto: a loopback proxy stalls it."""
+    from devkit.proxy import Proxy
+    from tests.integration.test_backup_failures import Running
+    _seed_many(moto, bucket, cli_env, 150)
+    proxy = Proxy(moto.port).start()
+    try:
+        run = Running({**cli_env, "AWS_ENDPOINT_URL": proxy.endpoint, "ENCLAVE_BACKUP_KEEP_LAST": "1",
+                       "ENCLAVE_BACKUP_S3_READ_TIMEOUT": "60"}, "prune")
+        run.wait_for(lambda e: e.get("event") == "prune: deleted")
+        proxy.stall()
+        time.sleep(0.3)  # the next deletion is now waiting on the store
+        sent = time.monotonic()
+        run.proc.send_signal(signal.SIGTERM)
+        result = run.finish(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proxy.resume()
+    print(f"prune exited {took:.1f}s after SIGTERM with S3 stalled")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert took < 10
+    assert "SIGTERM" in result.event("prune failed")["error"]
+    _pairs_intact(moto, bucket)
+
+
+def test_sigterm_during_backup_prune_is_a_stop_not_a_prune_failure(moto, bucket, cli_env):
+    from tests.integration.test_backup_failures import Running
+    _seed_many(moto, bucket, cli_env, 150)
+    run = Running({**cli_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "backup", "--prune")
+    run.wait_for(lambda e: e.get("event") == "prune: deleted")
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.finish(timeout=30)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SIGTERM" in result.event("backup failed")["error"]
+    new = result.event("backup complete")["key"]
+    assert new in keys(moto.client(), bucket)  # the backup itself is stored
+    _pairs_intact(moto, bucket)

@@ -59,6 +59,8 @@ def cmd_backup(config, args) -> int:
         from .prune import run_prune
         try:
             _measured(config, "prune", lambda: run_prune(config), lambda s: {"deleted": len(s.deleted)})
+        except Terminated:
+            raise  # a stop, not a failed prune: the Job ends as Kubernetes asked
         except BackupError as exc:
             # The backup is stored; failing the Job now would only make the CronJob run it again.
             log.get().error("prune after the backup failed; the backup itself succeeded and the next run "

@@ -8,12 +8,18 @@ object, which no command counts as a backup.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import sys
+import threading
 from dataclasses import dataclass, field
 
 from . import log, readers
 from .catalog import complete_backups
 from .clock import utcnow
 from .config import Config
+from .errors import STOP_DEADLINE_SECONDS, Terminated
 from .manifest import manifest_key
 from .retention import Decision, Rules, decide
 from .s3 import Storage
@@ -27,7 +33,56 @@ class PruneSummary:
     dry_run: bool = False
 
 
+# After SIGTERM the deletion in flight may finish; past this the run ends anyway (the pod's grace
+# period is 30 s, and its clean-up deadline STOP_DEADLINE_SECONDS).
+GIVE_UP_SECONDS = STOP_DEADLINE_SECONDS / 2
+
+
+@contextlib.contextmanager
+def _stoppable():
+    """A check that raises Terminated once SIGTERM came, to call between deletions.
+
+    The signal only sets a flag: raised inside an S3 call, botocore took the exception for a
+    failed attempt of the request and retried it, so a prune ran on to its end. A deletion
+    that does not finish within GIVE_UP_SECONDS of the signal (a stalled store) ends the process:
+    deletions go object first, so at worst a manifest without its object stays, which no command
+    counts as a backup.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: None  # signals reach the main thread only: nothing to watch here
+        return
+    stop = threading.Event()
+
+    def give_up() -> None:
+        log.get().error("prune failed", error="stopped by signal SIGTERM; a deletion did not finish within "
+                        f"{GIVE_UP_SECONDS:g}s", exit_code=Terminated.exit_code)
+        sys.stdout.flush()
+        os._exit(Terminated.exit_code)
+
+    def on_sigterm(signum, _frame) -> None:
+        signal.signal(signum, signal.SIG_IGN)  # one stop is enough
+        stop.set()
+        timer = threading.Timer(GIVE_UP_SECONDS, give_up)
+        timer.daemon = True
+        timer.start()
+
+    def check() -> None:
+        if stop.is_set():
+            raise Terminated("stopped by signal SIGTERM between deletions")
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if stop.is_set() else previous)
+
+
 def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
+    with _stoppable() as check:
+        return _run_prune(config, dry_run, check)
+
+
+def _run_prune(config: Config, dry_run: bool, check) -> PruneSummary:
     logger = log.get()
     storage = Storage(config)
     rules = Rules.from_config(config)
@@ -36,6 +91,7 @@ def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
         logger.info("prune: no retention rule set, every backup is kept", database=config.database)
         return summary
     backups = complete_backups(storage, config.key_prefix, config.database)
+    check()
     now = utcnow()
     marked = readers.all_markers(storage, config.key_prefix, config.database)
     protected = {key: "being read by a restore or verify" for key, found in marked.items()
@@ -53,12 +109,14 @@ def run_prune(config: Config, dry_run: bool = False) -> PruneSummary:
                         rule=decision.reason)
             summary.deleted.append(decision)
             continue
+        check()
         # Looked at again right before deleting: a reader may have started since the listing.
         if readers.live(readers.markers(storage, decision.key), config.reader_marker_seconds):
             logger.info("prune: kept, a restore or verify started reading it", key=decision.key)
             summary.kept.append(Decision(decision.key, decision.started, True, ("being read by a restore or verify",),
                                          decision.ordered_at))
             continue
+        check()
         _delete(storage, decision.key)
         logger.info("prune: deleted", key=decision.key, started=decision.started.isoformat(), rule=decision.reason)
         summary.deleted.append(decision)

@@ -28,9 +28,17 @@ _ASSIGNED = re.compile(
 _URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^/\s:@]+):[^@\s/]+@")
 
 
+_ADDED: set[str] = set()  # key material read from files (the SSE-C key), see add_secrets()
+
+
+def add_secrets(values) -> None:
+    """Search these for by value from now on too: random keys that no unrelated text equals."""
+    _ADDED.update(v for v in values if len(v) >= MIN_GENERATED_LENGTH)
+
+
 def secret_values(env=None) -> list[str]:
     env = os.environ if env is None else env
-    values = {env[k] for k in GENERATED_SECRET_ENV if len(env.get(k, "")) >= MIN_GENERATED_LENGTH}
+    values = {env[k] for k in GENERATED_SECRET_ENV if len(env.get(k, "")) >= MIN_GENERATED_LENGTH} | _ADDED
     return sorted(values, key=len, reverse=True)  # longest first: a secret containing another goes whole
 
 

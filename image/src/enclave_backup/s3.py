@@ -9,12 +9,14 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import ipaddress
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from types import TracebackType
 from typing import Iterator
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -22,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 
 from . import log
 from .config import Config
+from .sse import Sse, read_refused_message
 from .errors import STOP_DEADLINE_SECONDS, ConfigError, StorageError, Terminated
 
 MAX_PARTS = 10_000
@@ -44,12 +47,40 @@ def capacity(base: int) -> int:
     return sum(part_size(base, n) for n in range(1, MAX_PARTS + 1))
 
 
-def describe_error(exc: Exception, action: str, bucket: str, key: str | None = None) -> str:
-    """A message that says what failed and what to do; never the request's credentials."""
+def plain_http_host(endpoint: str) -> str | None:
+    """The host of a plain-http endpoint that is neither loopback nor in the cluster, else None.
+
+    In the cluster: a Service name (bare, or under .svc / .cluster.local); the same rule as the chart's NOTES.
+    """
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme.lower() != "http":
+        return None
+    host = (parts.hostname or "").lower().rstrip(".")
+    if not host or host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        return None if ipaddress.ip_address(host).is_loopback else host
+    except ValueError:
+        pass
+    if "." not in host or host.endswith((".svc", ".svc.cluster.local", ".cluster.local")):
+        return None
+    return host
+
+
+def describe_error(exc: Exception, action: str, bucket: str, key: str | None = None,
+                   sse_mode: str | None = None) -> str:
+    """A message that says what failed and what to do; never the request's credentials.
+
+    `sse_mode` (the configured SSE mode, "" for none) is given for reads of objects: a 400 there
+    (or a 403 with an SSE-C key set) is how stores refuse an SSE-C object read with a wrong or no key.
+    """
     where = f"s3://{bucket}/{key}" if key else f"bucket {bucket!r}"
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if sse_mode is not None and key and (status == 400 or (
+                status == 403 and sse_mode == "SSE-C" and code not in _AUTH_CODES - {"AccessDenied"})):
+            return read_refused_message(where, sse_mode, code or str(status))
         if code in _AUTH_CODES or status == 403:
             return (f"{action} {where}: the storage rejected the credentials ({code or status}); "
                     "check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY in the Secret named by "
@@ -90,11 +121,20 @@ def is_not_found(exc: ClientError) -> bool:
 
 
 @contextlib.contextmanager
-def storage_errors(action: str, bucket: str, key: str | None = None):
+def storage_errors(action: str, bucket: str, key: str | None = None, sse_mode: str | None = None):
     try:
         yield
     except (ClientError, BotoCoreError) as exc:
-        raise StorageError(log.scrub(describe_error(exc, action, bucket, key))) from None
+        raise StorageError(log.scrub(describe_error(exc, action, bucket, key, sse_mode))) from None
+
+
+_warned: set[str] = set()  # warnings given once per process, not once per client
+
+
+def _warn_once(what: str, message: str, **fields) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        log.get().warning(message, **fields)
 
 
 @dataclass(frozen=True)
@@ -130,11 +170,38 @@ class Storage:
             request_checksum_calculation="when_required",
             response_checksum_validation="when_required",
         )
+        self.sse = Sse.from_config(config)
+        log.add_secrets(self.sse.secrets())
         try:
             # The AWS_* variables (endpoint, region, keys, CA bundle) are read by boto3 itself.
             self.client = boto3.session.Session().client("s3", config=boto_config)
         except (BotoCoreError, ValueError) as exc:
             raise ConfigError(log.scrub(f"cannot set up the S3 client: {exc}")) from None
+        host = plain_http_host(self.client.meta.endpoint_url or "")
+        if host:
+            _warn_once("plain-http", "the S3 endpoint is plain http to a host that is neither loopback nor in the "
+                       "cluster: backups and signed requests cross the network unencrypted; use https:// "
+                       "(global.S3.Endpoint, and global.S3.CaBundle for a private CA)", host=host)
+
+    def _read(self, method, **kwargs):
+        """A HEAD or GET with the SSE-C key. A 400 with the key gets one try without it: AWS refuses the key
+        for an object that is not SSE-C encrypted (one written before SSE-C was turned on)."""
+        extra = self.sse.read()
+        try:
+            return method(**kwargs, **extra)
+        except ClientError as exc:
+            if not extra or _status(exc) != 400:
+                raise
+            try:
+                return method(**kwargs)
+            except ClientError:
+                raise exc from None
+
+    def _check_confirmed(self, response: dict, key: str) -> None:
+        if not self.sse.confirmed(response):
+            _warn_once("sse-unconfirmed", "the store's answer does not confirm the server-side encryption asked "
+                       "for: it may store the objects unencrypted (Ceph RGW before 17 ignores AES256)",
+                       sse=self.sse.mode, key=key)
 
     def cleanup_storage(self) -> "Storage":
         """A second client with a longer retry budget, for aborts after an outage."""
@@ -159,46 +226,51 @@ class Storage:
                     yield StoredObject(item["Key"], item["Size"], item["LastModified"])
 
     def get_bytes(self, key: str) -> bytes:
-        with storage_errors("reading", self.bucket, key):
-            return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        with storage_errors("reading", self.bucket, key, self.sse.mode):
+            return self._read(self.client.get_object, Bucket=self.bucket, Key=key)["Body"].read()
 
     def read_range(self, key: str, length: int) -> bytes:
         """The object's first `length` bytes (fewer if it is shorter)."""
         if length <= 0:
             return b""
-        with storage_errors("reading", self.bucket, key):
-            return self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}")["Body"].read()
+        with storage_errors("reading", self.bucket, key, self.sse.mode):
+            return self._read(self.client.get_object, Bucket=self.bucket, Key=key,
+                              Range=f"bytes=0-{length - 1}")["Body"].read()
 
     def head(self, key: str) -> ObjectHead | None:
         """The object's size and metadata; None if there is no such object."""
         try:
-            head = self.client.head_object(Bucket=self.bucket, Key=key)
+            head = self._read(self.client.head_object, Bucket=self.bucket, Key=key)
             return ObjectHead(head["ContentLength"], head.get("Metadata", {}))
         except ClientError as exc:
             if is_not_found(exc):
                 return None
-            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key))) from None
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key, self.sse.mode))) from None
         except BotoCoreError as exc:
-            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key))) from None
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key, self.sse.mode))) from None
 
     def open_read(self, key: str) -> "ObjectReader":
         """The object's bytes as they arrive, for reading with read(size)."""
-        with storage_errors("reading", self.bucket, key):
-            return ObjectReader(self.client.get_object(Bucket=self.bucket, Key=key)["Body"], self.bucket, key)
+        with storage_errors("reading", self.bucket, key, self.sse.mode):
+            return ObjectReader(self._read(self.client.get_object, Bucket=self.bucket, Key=key)["Body"],
+                                self.bucket, key)
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Write (or replace) a small object of this tool's own, such as a verification result."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         with storage_errors("writing", self.bucket, key):
-            self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5)
+            self._check_confirmed(self.client.put_object(Bucket=self.bucket, Key=key, Body=data,
+                                                         ContentType=content_type, ContentMD5=md5,
+                                                         **self.sse.create()), key)
 
     def put_new(self, key: str, data: bytes, content_type: str, metadata: dict[str, str] | None = None) -> None:
         """Write `key` only if nothing is there (If-None-Match: *); never replace another run's object."""
         md5 = base64.b64encode(hashlib.md5(data).digest()).decode()
         args = dict(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, ContentMD5=md5,
-                    Metadata=metadata or {})
+                    Metadata=metadata or {}, **self.sse.create())
         with storage_errors("writing", self.bucket, key):
-            conditional(lambda extra: self.client.put_object(**args, **extra), self.bucket, key)
+            self._check_confirmed(conditional(lambda extra: self.client.put_object(**args, **extra),
+                                              self.bucket, key), key)
 
     def delete(self, key: str) -> None:
         with storage_errors("deleting", self.bucket, key):
@@ -226,8 +298,10 @@ class Storage:
     def start_upload(self, key: str, content_type: str, metadata: dict[str, str]) -> "MultipartUpload":
         """A new multipart upload of `key`, to use as a `with` block (see MultipartUpload)."""
         with storage_errors("starting the upload of", self.bucket, key):
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata)["UploadId"]
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ContentType=content_type, Metadata=metadata, **self.sse.create())
+        self._check_confirmed(created, key)
+        upload_id = created["UploadId"]
         return MultipartUpload(self, key, upload_id, self.config.part_size, self.config.upload_concurrency)
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> dict:
@@ -235,14 +309,15 @@ class Storage:
         md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
         with storage_errors(f"uploading part {number} of", self.bucket, key):
             etag = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                                           Body=body, ContentMD5=md5)["ETag"]
+                                           Body=body, ContentMD5=md5, **self.sse.part())["ETag"]
         return {"PartNumber": number, "ETag": etag}
 
     def complete_upload(self, key: str, upload_id: str, parts: list[dict]) -> None:
         """Make the object visible; never over another run's object (If-None-Match)."""
         with storage_errors("completing the upload of", self.bucket, key):
             conditional(lambda extra: self.client.complete_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}, **extra),
+                Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts},
+                **self.sse.part(), **extra),
                 self.bucket, key)
 
 

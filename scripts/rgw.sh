@@ -6,7 +6,8 @@
 #   DIR=$(mktemp -d) RGW_PORT=7480 scripts/rgw.sh up    # about 13 s; prints nothing on success
 #   DIR=...                        scripts/rgw.sh down  # stops exactly what `up` started in DIR
 #
-# Optional env: MON_PORT (default RGW_PORT+1), MEMSTORE_BYTES (default 1 GiB), ACCESS_KEY, SECRET_KEY.
+# Optional env: MON_PORT (default RGW_PORT+1), MEMSTORE_BYTES (default 1 GiB), ACCESS_KEY, SECRET_KEY,
+# KMS_KEYS (the testing KMS backend's keys for SSE aws:kms: "id=<base64 of 32 bytes> ...").
 set -euo pipefail
 : "${DIR:?set DIR to an empty scratch directory}"
 RGW_PORT=${RGW_PORT:-7480}
@@ -16,6 +17,7 @@ MON_PORT=${MON_PORT:-$((RGW_PORT + 1))}
 MEMSTORE_BYTES=${MEMSTORE_BYTES:-1073741824}
 ACCESS_KEY=${ACCESS_KEY:-TESTACCESSKEY0000000}
 SECRET_KEY=${SECRET_KEY:-testsecretkey00000000000000000000000000}
+KMS_KEYS=${KMS_KEYS:-testkey-1=$(head -c 32 /dev/urandom | base64)}
 CONF=$DIR/ceph.conf
 
 wait_for() {  # wait_for SECONDS what cmd...
@@ -67,6 +69,11 @@ rgw data = $DIR/rgw
 # Deleted objects' space back within seconds, not hours: memstore is capped (benchmark rounds).
 rgw gc obj min wait = 0
 rgw gc processor period = 5
+# Server-side encryption over plain http on loopback: SSE-C and SSE-KMS, the latter with
+# the "testing" KMS backend (keys from this file; never for production).
+rgw crypt require ssl = false
+rgw crypt s3 kms backend = testing
+rgw crypt s3 kms encryption keys = $KMS_KEYS
 CONF
   monmaptool --create --fsid "$fsid" --addv a "[v2:127.0.0.1:$MON_PORT]" "$DIR/monmap" >/dev/null
   ceph-mon -c "$CONF" -i a --mkfs --monmap "$DIR/monmap"

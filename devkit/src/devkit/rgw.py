@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import secrets
 import shutil
@@ -25,11 +26,15 @@ class RgwServer(S3Store):
     mon_port: int = field(default_factory=free_port)
     access_key: str = field(default_factory=lambda: "RGW" + secrets.token_hex(8).upper())
     secret_key: str = field(default_factory=lambda: secrets.token_urlsafe(30))
+    # The "testing" KMS backend's one key, for SSE aws:kms (ServerSideEncryption="aws:kms", SSEKMSKeyId=kms_key_id).
+    kms_key_id: str = "testkey-1"
+    kms_key: str = field(default_factory=lambda: base64.b64encode(secrets.token_bytes(32)).decode())
     dir: str = ""
 
     def _script(self, action: str) -> None:
         env = {**os.environ, "DIR": self.dir, "RGW_PORT": str(self.port), "MON_PORT": str(self.mon_port),
-               "ACCESS_KEY": self.access_key, "SECRET_KEY": self.secret_key}
+               "ACCESS_KEY": self.access_key, "SECRET_KEY": self.secret_key,
+               "KMS_KEYS": f"{self.kms_key_id}={self.kms_key}"}
         subprocess.run([str(SCRIPT), action], env=env, check=True, timeout=180)
 
     def start(self) -> "RgwServer":

@@ -200,3 +200,8 @@ def test_an_object_from_before_sse_c_is_read_without_the_key(monkeypatch, key_fi
 ])
 def test_plain_http_is_warned_about_only_outside_loopback_and_the_cluster(endpoint, host):
     assert plain_http_host(endpoint) == host
+
+
+def test_other_bad_requests_are_not_taken_for_sse_c():
+    text = describe_error(_client_error(400, "KeyTooLongError", "Your key is too long"), "reading", "bkt", "k", "")
+    assert "SSE-C" not in text and "KeyTooLongError" in text

@@ -32,6 +32,8 @@ PARTS_PER_STEP = 1_000
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
                "ExpiredToken", "AuthorizationHeaderMalformed", "InvalidSecurity"}
+# How stores answer a read of an SSE-C object without its key or with another (HEAD has no body: "400").
+_SSE_READ_CODES = {"400", "BadRequest", "InvalidArgument", "InvalidRequest"}
 
 
 def part_size(base: int, part_number: int) -> int:
@@ -78,7 +80,7 @@ def describe_error(exc: Exception, action: str, bucket: str, key: str | None = N
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if sse_mode is not None and key and (status == 400 or (
+        if sse_mode is not None and key and ((status == 400 and code in _SSE_READ_CODES) or (
                 status == 403 and sse_mode == "SSE-C" and code not in _AUTH_CODES - {"AccessDenied"})):
             return read_refused_message(where, sse_mode, code or str(status))
         if code in _AUTH_CODES or status == 403:

@@ -187,3 +187,15 @@ def test_a_plain_http_endpoint_outside_the_cluster_is_warned_about_once(cli_env)
     assert result.returncode == 4, result.stdout + result.stderr
     warnings = [e for e in result.events if e.get("level") == "warning" and "plain http" in e["event"]]
     assert len(warnings) == 1 and warnings[0]["host"] == "s3.example.invalid"
+
+
+def test_a_bad_sse_c_key_file_is_exit_2_without_quoting_it(cli_env, tmp_path):
+    path = tmp_path / "SSE_CUSTOMER_KEY"
+    path.write_text("c2hvcnQta2V5LW5vdC0zMi1ieXRlcw==\n")  # base64, but of 22 bytes
+    env = {**cli_env, "ENCLAVE_BACKUP_SSE": "SSE-C", "ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE": str(path)}
+    for command in ("check", "list"):
+        result = run_cli(env, command)
+        assert result.returncode == 2, result.stdout + result.stderr
+        error = result.event(f"{command} failed")["error"]
+        assert "not the base64 of 32 bytes" in error and "openssl rand -base64 32" in error
+        _quiet(result, "c2hvcnQta2V5LW5vdC0zMi1ieXRlcw==")

@@ -7,6 +7,7 @@ import subprocess
 import tempfile
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -14,6 +15,7 @@ from devkit.environ import scrubbed
 from devkit.motoserver import MotoServer
 from devkit.paths import CLI
 from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, PgServer, start_server
+from devkit.signingkeys import SigningKeys, make_signing_keys
 
 
 @pytest.fixture(scope="session")
@@ -66,14 +68,24 @@ class CliResult:
         return matches[-1]
 
 
+# One ed25519 key pair for the run, as the chart mounts it from Backup.Signing.SecretName; module
+# level, so that helpers which hand-make backups can sign their manifests as the backup Job would.
+SIGNING_KEYS = make_signing_keys(Path(tempfile.mkdtemp(prefix="enclave-signing-")))
+
+
+@pytest.fixture(scope="session")
+def signing_keys() -> SigningKeys:
+    return SIGNING_KEYS
+
+
 @pytest.fixture
-def cli_env(pg, moto, bucket, dbname):
+def cli_env(pg, moto, bucket, dbname, signing_keys):
     """The environment the CronJob gives the container, pointing at the loopback servers."""
     base = scrubbed()
     # Every major's pg_dump on PATH, as in the image: the program picks the server's own.
     path = ":".join([base.get("PATH", ""), *(str(TOOLS / str(m) / "bin") for m in SUPPORTED_MAJORS if m != 15)])
     return {**base, "PATH": path, **pg.env(dbname), **moto.env(), "ENCLAVE_BACKUP_BUCKET": bucket,
-            "ENCLAVE_BACKUP_PREFIX": "nightly", "ENCLAVE_BACKUP_PROGRESS_SECONDS": "1"}
+            "ENCLAVE_BACKUP_PREFIX": "nightly", "ENCLAVE_BACKUP_PROGRESS_SECONDS": "1", **signing_keys.env()}
 
 
 def run_cli(env: dict, *args: str, timeout: float = 300) -> CliResult:

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from devkit.corpus import build_corpus, fingerprint
-from tests.conftest import backup as _backup, run_cli
+from devkit.signingkeys import signed
+from tests.conftest import SIGNING_KEYS, backup as _backup, run_cli
 
 
 def _fp(pg, database: str) -> dict:
@@ -81,7 +82,8 @@ def test_a_renamed_backup_of_another_database_is_refused(moto, bucket, pg, dbnam
     client.copy_object(**copy)
     manifest = json.loads(client.get_object(Bucket=bucket, Key=foreign + ".manifest.json")["Body"].read())
     manifest.update(key=key, database=dbname)
-    client.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
+    # Signed as if by the backup Job itself: the header must still give the rename away.
+    client.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=signed(manifest, SIGNING_KEYS))
 
     for target in (key, "latest"):
         result = run_cli(cli_env, "restore", "--object", target)

@@ -13,7 +13,7 @@ from devkit.motoserver import MotoServer
 from devkit.seeding import copy_backup_at, key_at, keys
 from enclave_backup.manifest import parse_key
 from enclave_backup.retention import Rules, decide
-from tests.conftest import backup as _backup, run_cli, spawn_cli
+from tests.conftest import SIGNING_KEYS, backup as _backup, run_cli, spawn_cli
 
 NOW = datetime.now(timezone.utc)
 
@@ -227,7 +227,7 @@ def test_a_backup_with_a_live_reader_marker_is_kept_and_an_expired_one_is_not(mo
 def test_a_running_verify_keeps_its_backup_from_prune(moto, bucket, bulk_env):
     """A verify of a large backup is reading while prune runs: prune keeps it, verify passes."""
     real = _backup(bulk_env)
-    old = copy_backup_at(moto.client(), bucket, real, NOW - timedelta(days=3))
+    old = copy_backup_at(moto.client(), bucket, real, NOW - timedelta(days=3), sign_with=SIGNING_KEYS)
     proc = spawn_cli(bulk_env, "verify", "--object", old)
     try:
         deadline = time.monotonic() + 120

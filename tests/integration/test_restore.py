@@ -15,8 +15,9 @@ import pytest
 
 from devkit.corpus import add_bulk, build_corpus, fingerprint, schema_dump
 from devkit.pgserver import pg_bin
+from devkit.signingkeys import signed
 from enclave_backup.manifest import encode_metadata, header_line
-from tests.conftest import backup as _backup, run_cli, spawn_cli
+from tests.conftest import SIGNING_KEYS, backup as _backup, run_cli, spawn_cli
 
 
 def _fp(pg, database: str) -> dict:
@@ -97,7 +98,7 @@ def _upload_script(moto, bucket: str, dbname: str, script: bytes, compressed: bo
                 "uncompressed_size": len(script), "tables": {}, "format_version": 1,
                 "installation": identity["installation"], "run_id": identity["run_id"]}
     _put(moto, bucket, key, good if stored is None else stored, encode_metadata(identity))
-    _put(moto, bucket, key + ".manifest.json", json.dumps(manifest).encode())
+    _put(moto, bucket, key + ".manifest.json", signed(manifest, SIGNING_KEYS))
     return key
 
 
@@ -136,8 +137,8 @@ def test_the_first_failing_statement_is_named_and_nothing_changes(pg, moto, buck
     assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
 
 
-def test_a_statement_broken_by_damage_is_reported_as_damage(pg, moto, bucket, dbname, cli_env):
-    """Bad SQL from a damaged object: the rest is read to tell damage (5) from a real SQL error (3)."""
+def test_a_damaged_object_is_refused_before_any_statement_runs(pg, moto, bucket, dbname, cli_env):
+    """Damage after the first statements: the whole object is checked before the first one runs."""
     script = BROKEN.replace(b"INTO nowhere", b"INTO a")
     damaged = script.replace(b"INSERT INTO a VALUES (2)", b"INSERT INTO a VALUEZ (2)")
     key = _upload_script(moto, bucket, dbname, script, compressed=False, stored=damaged)
@@ -147,7 +148,8 @@ def test_a_statement_broken_by_damage_is_reported_as_damage(pg, moto, bucket, db
     result = run_cli(cli_env, "restore", "--object", key)
     assert result.returncode == 5, result.stdout + result.stderr
     error = result.event("restore failed")["error"]
-    assert "does not match its manifest" in error and "the statement at line 6 failed" in error
+    assert "does not match its manifest" in error and "nothing was run or changed" in error
+    assert result.event("restore failed") and not [e for e in result.events if e["event"] == "scratch database created"]
     assert _fp(pg, dbname) == live and _restore_dbs(pg, dbname) == ([], [])
 
 
@@ -194,7 +196,7 @@ def _corrupt_no_manifest(moto, bucket, key):
 
 @pytest.mark.parametrize("damage, compression, exit_code, says", [
     (_corrupt_flip, "gzip", 5, r"gzip stream is corrupt|does not match its manifest"),
-    (_corrupt_flip, "none", 5, r"does not match its manifest: sha256"),
+    (_corrupt_flip, "none", 5, r"does not match its manifest \(\d+ bytes with sha256"),
     (_corrupt_truncate, "gzip", 5, r"truncated"),
     (_corrupt_no_manifest, "gzip", 5, r"has no manifest"),
     (lambda moto, bucket, key: moto.client().delete_object(Bucket=bucket, Key=key), "gzip", 4, r"no such object"),

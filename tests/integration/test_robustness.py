@@ -18,7 +18,8 @@ import pytest
 from devkit.environ import is_program_setting
 from devkit.seeding import copy_backup_at, key_at, keys
 from enclave_backup.manifest import installation_tag
-from tests.conftest import backup, run_cli
+from devkit.signingkeys import signed
+from tests.conftest import SIGNING_KEYS, backup, run_cli
 
 
 def _listed(result) -> list[dict]:
@@ -37,7 +38,7 @@ def _copy_as(s3, bucket: str, source: str, key: str, **manifest_fields) -> str:
     s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source})
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=source + ".manifest.json")["Body"].read())
     manifest.update(key=key, **manifest_fields)
-    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=signed(manifest, SIGNING_KEYS))
     return key
 
 

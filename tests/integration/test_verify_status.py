@@ -9,7 +9,8 @@ import pytest
 
 from devkit.corpus import add_bulk, build_corpus, fingerprint
 from devkit.seeding import copy_backup_at, keys
-from tests.conftest import backup as _backup, run_cli
+from devkit.signingkeys import signed
+from tests.conftest import SIGNING_KEYS, backup as _backup, run_cli
 
 
 def _record(moto, bucket: str, key: str) -> dict:
@@ -86,7 +87,8 @@ def _miscount(moto, bucket, key):
     s3 = moto.client()
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
     manifest["tables"]["public.bulk"] += 1
-    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
+    # Signed, as a faulty backup Job would: the count itself must give it away.
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=signed(manifest, SIGNING_KEYS))
 
 
 def _truncate(moto, bucket, key):

@@ -7,6 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 from enclave_backup.manifest import EXTENSIONS, object_key, run_id_of
 
+from .signingkeys import SigningKeys, signed
+
 
 def _iso(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
@@ -18,8 +20,9 @@ def key_at(prefix: str, database: str, moment: datetime, ext: str = ".sql.gz", r
 
 
 def copy_backup_at(s3, bucket: str, source_key: str, moment: datetime, database: str | None = None,
-                   prefix: str | None = None) -> str:
-    """A complete backup started at `moment`: the real object's bytes and its manifest, re-keyed."""
+                   prefix: str | None = None, sign_with: SigningKeys | None = None) -> str:
+    """A complete backup started at `moment`: the real object's bytes and its manifest, re-keyed
+    (and re-signed with `sign_with`, as the backup Job holding those keys would have signed it)."""
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=source_key + ".manifest.json")["Body"].read())
     database = database or manifest["database"]
     if prefix is None:
@@ -30,7 +33,8 @@ def copy_backup_at(s3, bucket: str, source_key: str, moment: datetime, database:
     s3.copy_object(Bucket=bucket, Key=key, CopySource={"Bucket": bucket, "Key": source_key})
     manifest.update(key=key, database=database, started_at=_iso(moment),
                     finished_at=_iso(moment + timedelta(seconds=5)))
-    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=json.dumps(manifest).encode())
+    body = signed(manifest, sign_with) if sign_with else json.dumps(manifest).encode()
+    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=body)
     return key
 
 

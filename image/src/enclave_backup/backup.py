@@ -8,7 +8,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from . import __version__, db, log
+from . import __version__, db, log, signing
 from .clock import utcnow
 from .compress import compressor, worker_count
 from .config import Config
@@ -93,6 +93,12 @@ def _iso(moment: datetime) -> str:
 def run_backup(config: Config) -> Manifest:
     logger = log.get()
     keep_large_buffers_mapped()
+    # An unreadable key fails before any work, not after the whole dump.
+    signing_key = signing.load_private_key(config.signing_key_file) if config.signing_key_file else None
+    if signing_key is None:
+        logger.warning("this backup is not signed: restore and verify refuse it unless "
+                       "ENCLAVE_BACKUP_ALLOW_UNVERIFIED is set; give the backup a signing key "
+                       f"({signing.KEY_ENV}, Helm value Backup.Signing.SecretName)")
     storage = Storage(config)
     storage.check_bucket()  # bad credentials or a missing bucket fail before any work
     abort_stale_uploads(storage, config)
@@ -145,6 +151,8 @@ def run_backup(config: Config) -> Manifest:
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
         tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
         database_state=database_state, installation=config.installation, run_id=run_id)
+    if signing_key is not None:
+        signing.sign(manifest, signing_key)
     try:
         storage.put_new(manifest_key(key), manifest.to_json(), "application/json", encode_metadata(identity))
     except StorageError as failed:

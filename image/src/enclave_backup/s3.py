@@ -25,7 +25,7 @@ from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionEr
 from . import log
 from .config import Config
 from .sse import Sse, read_refused_message
-from .errors import STOP_DEADLINE_SECONDS, ConfigError, StorageError, Terminated
+from .errors import STOP_DEADLINE_SECONDS, ConfigError, IntegrityError, StorageError, Terminated
 
 MAX_PARTS = 10_000
 PARTS_PER_STEP = 1_000
@@ -163,6 +163,7 @@ class Storage:
     def __init__(self, config: Config, *, max_attempts: int | None = None):
         self.config = config
         self.bucket = config.bucket
+        self.pinned: dict[str, str] = {}  # key -> ETag, see pin()
         boto_config = BotoConfig(
             retries={"mode": "standard", "max_attempts": max_attempts or config.s3_max_attempts},
             connect_timeout=config.s3_connect_timeout,
@@ -251,11 +252,26 @@ class Storage:
         except BotoCoreError as exc:
             raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key, self.sse.mode))) from None
 
+    def pin(self, key: str, etag: str) -> None:
+        """From now on read only this version of `key` (the one checked against its manifest)."""
+        self.pinned[key] = etag
+
     def open_read(self, key: str) -> "ObjectReader":
-        """The object's bytes as they arrive, for reading with read(size)."""
-        with storage_errors("reading", self.bucket, key, self.sse.mode):
-            return ObjectReader(self._read(self.client.get_object, Bucket=self.bucket, Key=key)["Body"],
-                                self.bucket, key)
+        """The object's bytes as they arrive, for reading with read(size).
+
+        A pinned key is read with If-Match: a replaced object is refused, never read instead."""
+        etag = self.pinned.get(key)
+        try:
+            response = self._read(self.client.get_object, Bucket=self.bucket, Key=key,
+                                  **({"IfMatch": etag} if etag else {}))
+        except ClientError as exc:
+            if etag and is_precondition_failed(exc):
+                raise IntegrityError(f"s3://{self.bucket}/{key} was replaced after it was checked against its "
+                                     "manifest; nothing was run from the new object") from None
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key, self.sse.mode))) from None
+        except BotoCoreError as exc:
+            raise StorageError(log.scrub(describe_error(exc, "reading", self.bucket, key, self.sse.mode))) from None
+        return ObjectReader(response["Body"], self.bucket, key, response.get("ETag", ""))
 
     def put_bytes(self, key: str, data: bytes, content_type: str) -> None:
         """Write (or replace) a small object of this tool's own, such as a verification result."""
@@ -326,8 +342,8 @@ class Storage:
 class ObjectReader:
     """An object's bytes as they arrive; a failed read raises StorageError saying what failed."""
 
-    def __init__(self, body, bucket: str, key: str):
-        self._body, self.bucket, self.key = body, bucket, key
+    def __init__(self, body, bucket: str, key: str, etag: str = ""):
+        self._body, self.bucket, self.key, self.etag = body, bucket, key, etag
 
     def read(self, size: int = -1) -> bytes:
         """Up to `size` bytes (all that is left for -1); b"" at the end."""

@@ -1,22 +1,27 @@
 """Which object a restore or verify reads, and whether it is this database's complete backup.
 
 Everything here fails before any database work: the object, its manifest, its metadata and
-the script's own first lines must name the same run, database and installation.
+the script's own first lines must name the same run, database and installation; the manifest's
+signature must be proved and the whole object must match it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
+from . import log, readers, signing
 from .catalog import ANY_INSTALLATION, complete_backups, read_manifest
 from .compress import decompressed
 from .config import Config
 from .errors import IntegrityError, StorageError
 from .manifest import Manifest, ascii_name, decode_metadata, manifest_key, parse_header
+from .progress import Progress
 from .s3 import Storage
 
 HEADER_BYTES = 64 * 1024  # the object's first bytes, read to check its header before any work
+PROVE_CHUNK = 1024 * 1024
 OVERRIDE_HINT = ("; to restore another installation's backup on purpose (disaster recovery), set "
                  "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION (restore.sourceInstallation) to its name, "
                  f"or to {ANY_INSTALLATION!r} for backups that record none")
@@ -25,6 +30,7 @@ OVERRIDE_HINT = ("; to restore another installation's backup on purpose (disaste
 def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Manifest]:
     """The object's key and its checked manifest; fails before any database work."""
     source = config.source_installation
+    keys = signing.trusted_keys(config)
     if object_key == "latest":
         backups = complete_backups(storage, config.key_prefix, config.database, installation=source)
         if not backups:
@@ -46,6 +52,7 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
                              "it is not a complete backup")
     manifest = read_manifest(storage, key)
     where = f"s3://{config.bucket}/{key}"
+    signing.check(config, keys, manifest, where)
     if manifest.database != config.database:
         raise IntegrityError(f"{where} is a backup of database {manifest.database!r}, not of {config.database!r}; "
                              "nothing was changed")
@@ -54,9 +61,33 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
                              f"not by {source!r}; nothing was changed" + OVERRIDE_HINT)
     if head.size != manifest.stored_size:
         raise IntegrityError(f"{where} holds {head.size} bytes but its manifest "
-                             f"says {manifest.stored_size}: the object is truncated or was replaced")
+                             f"says {manifest.stored_size}: the object is truncated or was replaced; nothing was run or changed")
     check_identity(where, manifest, decode_metadata(head.metadata), read_header(storage, key, manifest))
+    prove(storage, config, key, manifest)
     return key, manifest
+
+
+def prove(storage: Storage, config: Config, key: str, manifest: Manifest) -> None:
+    """Read the whole object once and match it to its (signed) manifest before any statement runs;
+    then pin that version, so the replay reads exactly the bytes proved here.
+
+    Checking while replaying would come too late: statements before a changed byte would have run."""
+    logger = log.get()
+    hasher, size = hashlib.sha256(), 0
+    progress = Progress(config.progress_interval, lambda fields: logger.info("checking the object", **fields))
+    # The marker keeps prune away from the backup while it is read (replay.py holds one too).
+    with readers.hold(storage, key), storage.open_read(key) as reader:
+        while chunk := reader.read(PROVE_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+            progress.add(len(chunk), lambda: {"of_bytes": manifest.stored_size})
+    if (size, hasher.hexdigest()) != (manifest.stored_size, manifest.sha256):
+        raise IntegrityError(f"s3://{config.bucket}/{key} does not match its manifest ({size} bytes with sha256 "
+                             f"{hasher.hexdigest()}; the manifest says {manifest.stored_size} bytes with sha256 "
+                             f"{manifest.sha256}): it is damaged or was altered; nothing was run or changed")
+    if reader.etag:
+        storage.pin(key, reader.etag)
+    logger.info("object matches its manifest", key=key, stored_bytes=size, seconds=round(progress.elapsed, 1))
 
 
 _LEGACY_HEADER = re.compile(rb"^-- enclave-backup \S+: (\S+) database (.*)$", re.M)
@@ -84,7 +115,6 @@ def check_identity(where: str, manifest: Manifest, metadata: dict, header: dict 
     Metadata that is absent (an object copied back by hand without it) is no conflict: it is
     said, and the header (here) and the sha256 (while reading) still decide. Metadata that is
     there must agree."""
-    from . import log
     expected = manifest.identity()
     if header is None:
         raise IntegrityError(f"{where} does not begin with an enclave-backup header: it is not a backup this tool "

@@ -89,6 +89,7 @@ def test_a_refused_read_with_a_key_says_the_key_is_wrong(status, code):
     text = describe_error(_client_error(status, code), "reading", "bkt", "nightly/x.sql.gz", "SSE-C")
     assert "SSE-C encrypted" in text and "ENCLAVE_BACKUP_SSE_CUSTOMER_KEY_FILE" in text
     assert "global.S3.SseCustomerKeySecretName" in text and "wrong" in text
+    assert ("may not read" in text) == (status == 403)
 
 
 def test_a_refused_read_without_a_key_says_the_key_is_missing():

@@ -101,8 +101,11 @@ class Sse:
 def read_refused_message(where: str, mode: str, code: str) -> str:
     """A read of `where` the store refused in the way it refuses SSE-C objects (400, or 403 with a key set)."""
     if mode == "SSE-C":
+        # AWS answers a wrong key with 403, which is also what a key pair without read permission gets.
+        also = (" (or AWS_ACCESS_KEY_ID may not read this object)" if code in ("AccessDenied", "403", "Forbidden")
+                else "")
         return (f"reading {where}: the store refused the read ({code}): the object is SSE-C encrypted with another "
-                f"key, or the key in {KEY_ENV} (the Secret named by {KEY_VALUE}) is wrong")
+                f"key, or the key in {KEY_ENV} (the Secret named by {KEY_VALUE}) is wrong{also}")
     return (f"reading {where}: the store refused the read ({code}): the object is probably SSE-C encrypted and no "
             f"key was given; set ENCLAVE_BACKUP_SSE=SSE-C and {KEY_ENV} "
             f"(global.S3.ServerSideEncryption=SSE-C and {KEY_VALUE})")

@@ -197,6 +197,42 @@ def _sse(env: Mapping[str, str]) -> tuple[str, str, str]:
     return mode, kms_key, customer_key
 
 
+def _prefix(env: Mapping[str, str]) -> str:
+    """The key prefix, outer slashes dropped. Whatever maps keys to file paths (a sync to disk, stores
+    backed by a file system) resolves `..`, `.`, `//` and backslashes: such a prefix names other keys."""
+    prefix = _text(env, "ENCLAVE_BACKUP_PREFIX").strip("/")
+    if prefix and ("\\" in prefix or any(part in ("..", ".", "") for part in prefix.split("/"))):
+        raise ConfigError(f"ENCLAVE_BACKUP_PREFIX={prefix[:200]!r} is not a plain path: no '.' or '..' segments, "
+                          "empty segments (//) or backslashes")
+    if len(prefix.encode()) > 512:
+        raise ConfigError("ENCLAVE_BACKUP_PREFIX is longer than 512 bytes; S3 keys end at 1024")
+    return prefix
+
+
+def _installation(env: Mapping[str, str]) -> str:
+    """Unset means "default"; set but blank would quietly share "default"'s backups with others."""
+    if "ENCLAVE_BACKUP_INSTALLATION" in env and not env["ENCLAVE_BACKUP_INSTALLATION"].strip():
+        raise ConfigError("ENCLAVE_BACKUP_INSTALLATION is set but empty: name the installation "
+                          "(the chart sets <namespace>/<release>) or unset it")
+    return _text(env, "ENCLAVE_BACKUP_INSTALLATION", "default")
+
+
+def _pushgateway_url(env: Mapping[str, str]) -> str:
+    """Checked now: a bad URL would otherwise only fail the push after the whole backup."""
+    url = _text(env, "ENCLAVE_BACKUP_PUSHGATEWAY_URL")
+    if not url:
+        return url
+    parts = urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or " " in url:
+        raise ConfigError(f"ENCLAVE_BACKUP_PUSHGATEWAY_URL={url[:200]!r} is not an http(s) URL "
+                          "(e.g. http://pushgateway.monitoring:9091)")
+    return url
+
+
 def load(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     bucket = env.get("ENCLAVE_BACKUP_BUCKET", "").strip()
@@ -207,9 +243,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
                           "digits, dots or hyphens, starting and ending with a letter or digit)")
     _check_libpq(env)
     _check_aws(env)
-    prefix = _text(env, "ENCLAVE_BACKUP_PREFIX").strip("/")
-    if len(prefix.encode()) > 512:
-        raise ConfigError("ENCLAVE_BACKUP_PREFIX is longer than 512 bytes; S3 keys end at 1024")
+    prefix = _prefix(env)
     compression = _choice(env, "ENCLAVE_BACKUP_COMPRESSION", "gzip", COMPRESSIONS)
     level_raw = env.get("ENCLAVE_BACKUP_COMPRESSION_LEVEL", "").strip()
     level = None
@@ -244,7 +278,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         restore_jobs=_int(env, "ENCLAVE_BACKUP_RESTORE_JOBS", 2, minimum=1, maximum=32),
         pg_dump=_text(env, "ENCLAVE_BACKUP_PG_DUMP"),
         lock_timeout_seconds=_float(env, "ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS", 600.0, minimum=1.0, maximum=DAY),
-        installation=_text(env, "ENCLAVE_BACKUP_INSTALLATION", "default"),
+        installation=_installation(env),
         restore_source_installation=_text(env, "ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION"),
         keep_last=_int(env, "ENCLAVE_BACKUP_KEEP_LAST", 0),
         keep_days=_int(env, "ENCLAVE_BACKUP_KEEP_DAYS", 0, maximum=100_000),
@@ -252,7 +286,7 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         keep_weekly=_int(env, "ENCLAVE_BACKUP_KEEP_WEEKLY", 0),
         keep_monthly=_int(env, "ENCLAVE_BACKUP_KEEP_MONTHLY", 0),
         reader_marker_seconds=_int(env, "ENCLAVE_BACKUP_READER_MARKER_SECONDS", 86400, minimum=1, maximum=int(30 * DAY)),
-        pushgateway_url=_text(env, "ENCLAVE_BACKUP_PUSHGATEWAY_URL"),
+        pushgateway_url=_pushgateway_url(env),
         signing_key_file=_file(env, "ENCLAVE_BACKUP_SIGNING_KEY_FILE", "the signing key (private.pem)"),
         signing_public_key_file=_file(env, "ENCLAVE_BACKUP_SIGNING_PUBLIC_KEY_FILE",
                                       "the signing public key (public.pem)"),

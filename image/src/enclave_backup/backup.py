@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -12,6 +13,7 @@ from . import __version__, db, log, signing
 from .clock import utcnow
 from .compress import compressor, worker_count
 from .config import Config
+from .encryption import ENCRYPTED_CONTENT_TYPE, encryptor, manifest_field, parse_recipients
 from .errors import StorageError
 from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
                        key_name, manifest_key, object_key, parse_key, run_id_of)
@@ -102,6 +104,8 @@ def run_backup(config: Config) -> Manifest:
     storage = Storage(config)
     storage.check_bucket()  # bad credentials or a missing bucket fail before any work
     abort_stale_uploads(storage, config)
+    recipients = parse_recipients(config.encryption_recipients)  # a bad one fails before the dump
+    encryption = manifest_field(config.encryption_recipients) if recipients else None
 
     conn = db.connect(config)
     with conn:
@@ -110,13 +114,16 @@ def run_backup(config: Config) -> Manifest:
             conn.rollback()
         started = utcnow()
         run_id = installation_tag(config.installation) + secrets.token_hex(4)
-        key = object_key(config.key_prefix, config.database, started, config.compression, run_id)
+        key = object_key(config.key_prefix, config.database, started, config.compression, run_id,
+                         encrypted=bool(recipients))
         identity = {"database": config.database, "engine": engine, "installation": config.installation,
                     "run_id": run_id}
-        with storage.start_upload(key, CONTENT_TYPES[config.compression], encode_metadata(identity)) as upload:
+        content_type = ENCRYPTED_CONTENT_TYPE if recipients else CONTENT_TYPES[config.compression]
+        with storage.start_upload(key, content_type, encode_metadata(identity)) as upload:
             logger.info("backup started", key=key, bucket=config.bucket, engine=engine,
                         server_version=version, compression=config.compression, installation=config.installation,
-                        compression_threads=worker_count(config.compression_threads))
+                        compression_threads=worker_count(config.compression_threads),
+                        encrypted_to=encryption["recipients"] if encryption else None)
 
             stats = DumpStats()
             hasher = hashlib.sha256()
@@ -130,7 +137,11 @@ def run_backup(config: Config) -> Manifest:
             def snapshot() -> dict:
                 return {"stored_bytes": upload.size, "rows": stats.rows, "table": stats.current_table}
 
-            with compressor(config.compression, store, config.compression_level, config.compression_threads) as stage:
+            # Encrypted: compressed text -> age (its own thread) -> store; the sha256 is of the stored bytes.
+            with contextlib.ExitStack() as stages:
+                sink = stages.enter_context(encryptor(recipients, store)).write if recipients else store
+                stage = stages.enter_context(compressor(config.compression, sink, config.compression_level,
+                                                        config.compression_threads))
 
                 def write(text: bytes) -> None:
                     stage.write(text)
@@ -150,7 +161,8 @@ def run_backup(config: Config) -> Manifest:
         started_at=_iso(started), finished_at=_iso(finished), compression=config.compression,
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
         tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
-        database_state=database_state, installation=config.installation, run_id=run_id)
+        database_state=database_state, installation=config.installation, run_id=run_id,
+        encryption=encryption)
     if signing_key is not None:
         signing.sign(manifest, signing_key)
     try:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import db, log, readers
+from . import db, encryption, log, readers
 from .compress import decompressed
 from .copyfanout import FanOut
 from .config import Config
@@ -40,10 +40,11 @@ class Loaded:
 
 
 class ObjectStream:
-    """The object's bytes, hashed as they pass, decompressed into SQL text."""
+    """The object's bytes, hashed as they pass (as stored), decrypted if encrypted, decompressed into SQL text."""
 
-    def __init__(self, reader: ObjectReader, key: str, manifest: Manifest, loaded: Loaded, progress: Progress):
-        self.reader, self.key, self.manifest = reader, key, manifest
+    def __init__(self, reader: ObjectReader, key: str, manifest: Manifest, loaded: Loaded, progress: Progress,
+                 identities: list | None = None):
+        self.reader, self.key, self.manifest, self.identities = reader, key, manifest, identities
         self.loaded, self.progress = loaded, progress
         self.hasher = hashlib.sha256()
         self.sql_chunks = self._sql_chunks()
@@ -55,12 +56,17 @@ class ObjectStream:
             yield raw
 
     def _sql_chunks(self):
-        for text in decompressed(self.manifest.compression, self._read()):
-            self.loaded.uncompressed += len(text)
-            self.progress.add(len(text), self._snapshot)
-            yield text
+        with contextlib.closing(encryption.plaintext(self.manifest, self.identities, self._read())) as stored:
+            for text in decompressed(self.manifest.compression, stored):
+                self.loaded.uncompressed += len(text)
+                self.progress.add(len(text), self._snapshot)
+                yield text
         # Checked before the splitter sees the end, so a cut-off last statement never runs.
         self.verify()
+
+    def close(self) -> None:
+        """Stop reading: ends the decrypting thread of a replay that stopped early."""
+        self.sql_chunks.close()
 
     def _snapshot(self) -> dict:
         got = self.loaded
@@ -101,8 +107,9 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
         if config.restore_jobs > 1 else None
     # The marker keeps prune away from the backup while it is read.
     with conn, contextlib.closing(fanout) if fanout else contextlib.nullcontext(), \
-            readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur:
-        stream = ObjectStream(reader, key, manifest, loaded, progress)
+            readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur, \
+            contextlib.closing(ObjectStream(reader, key, manifest, loaded, progress,
+                                            encryption.identities_for(config, key, manifest))) as stream:
         for item in split(stream.sql_chunks):
             statement = item.statement if isinstance(item, CopyBlock) else item
             loaded.statements += 1

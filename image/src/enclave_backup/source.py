@@ -7,11 +7,12 @@ signature must be proved and the whole object must match it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
 
-from . import log, readers, signing
+from . import encryption, log, readers, signing
 from .catalog import ANY_INSTALLATION, complete_backups, read_manifest
 from .compress import decompressed
 from .config import Config
@@ -94,15 +95,21 @@ _LEGACY_HEADER = re.compile(rb"^-- enclave-backup \S+: (\S+) database (.*)$", re
 
 
 def read_header(storage: Storage, key: str, manifest: Manifest) -> dict | None:
-    """The identity the script's own first lines declare (older backups: engine and database only)."""
-    raw = storage.read_range(key, min(HEADER_BYTES, manifest.stored_size))
+    """The identity the script's own first lines declare (older backups: engine and database only).
+
+    An encrypted backup is decrypted here already: a missing or wrong identity fails before any work."""
+    identities = encryption.identities_for(storage.config, key, manifest)
+    raw = storage.read_range(key, min(encryption.stored_bytes(HEADER_BYTES, manifest), manifest.stored_size))
     text = b""
-    try:
-        for piece in decompressed(manifest.compression, [raw]):
-            text += piece
-            break  # the header is in the first lines; a partial stream ends without its tail
-    except IntegrityError:
-        pass  # the range cut the stream: what came out before is all the header needs
+    with contextlib.closing(encryption.plaintext(manifest, identities, [raw], complete=False)) as stored:
+        try:
+            for piece in decompressed(manifest.compression, stored):
+                text += piece
+                break  # the header is in the first lines; a partial stream ends without its tail
+        except encryption.Refused:
+            raise
+        except IntegrityError:
+            pass  # the range cut the stream: what came out before is all the header needs
     found = parse_header(text)
     if found is None and (legacy := _LEGACY_HEADER.search(text[:4096])):
         found = {"engine": legacy.group(1).decode(), "database": legacy.group(2).decode("ascii", "replace")}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 import threading
+import time
 
+import psutil
 import pytest
 
 from devkit.paths import CLI
@@ -87,3 +89,52 @@ def test_compression_threads_follow_the_cpus_the_process_may_use(cli_env):
     result, _peak = run_measured({**cli_env, "ENCLAVE_BACKUP_COMPRESSION": "zstd"}, prefix=("taskset", "-c", "0"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.event("backup started")["compression_threads"] == 1
+
+
+
+# age adds two 2 MiB buffers, a 1 MiB piece, pyrage (its module and 64 KiB chunk): encryption.py.
+ENCRYPTION_ALLOWANCE = 20 * MiB  # measured: +4 (backup), +12 (verify, no compression)
+
+
+def _own_and_tree_peaks(env: dict, *args: str) -> tuple[CliResult, int, int]:
+    """Like run_measured, and the program's own peak too: pg_dump's RSS varies by tens of MiB from
+    run to run (its libpq buffer), which would drown what encryption adds."""
+    popen = subprocess.Popen([CLI, *(args or ("backup",))], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    out: list[str] = []
+    reader = threading.Thread(target=lambda: out.append(popen.stdout.read()), daemon=True)
+    reader.start()
+    proc, own, tree = psutil.Process(popen.pid), 0, 0
+    while popen.poll() is None:
+        try:
+            rss = proc.memory_info().rss
+            own, tree = max(own, rss), max(tree, rss + sum(c.memory_info().rss for c in proc.children(True)))
+        except psutil.NoSuchProcess:
+            pass
+        time.sleep(0.01)
+    reader.join()
+    return CliResult(popen.returncode, "".join(out), popen.stderr.read()), own, tree
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip"])
+def test_encryption_keeps_the_backup_and_verify_bound(bulk_env, tmp_path, compression):
+    from pyrage import x25519
+    identity = x25519.Identity.generate()
+    (tmp_path / "identity.txt").write_text(f"{identity}\n")
+    env = {**bulk_env, "ENCLAVE_BACKUP_COMPRESSION": compression, "ENCLAVE_BACKUP_PROGRESS_SECONDS": "5",
+           "ENCLAVE_BACKUP_ENCRYPTION_IDENTITY_FILE": str(tmp_path / "identity.txt")}
+    own, tree = {}, {}
+    for kind, extra in (("plain", {}), ("age", {"ENCLAVE_BACKUP_ENCRYPTION_RECIPIENTS": str(identity.to_public())})):
+        made, own[kind, "backup"], tree[kind, "backup"] = _own_and_tree_peaks({**env, **extra})
+        assert made.returncode == 0, made.stdout + made.stderr
+        summary = made.event("backup complete")
+        assert summary["key"].endswith(".age") == (kind == "age")
+        assert summary["sql_bytes"] > 20 * 5 * MiB
+        verified, own[kind, "verify"], tree[kind, "verify"] = _own_and_tree_peaks(env, "verify", "--object",
+                                                                                  summary["key"])
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    print(f"{compression}: " + ", ".join(f"{k} {s} {own[k, s] / MiB:.0f} MiB (with pg_dump {tree[k, s] / MiB:.0f})"
+                                         for k, s in own))
+    assert tree["age", "backup"] < PEAK_RSS_BOUND
+    for step in ("backup", "verify"):
+        assert own["age", step] < own["plain", step] + ENCRYPTION_ALLOWANCE, own

@@ -37,7 +37,7 @@ MAKE_KEY = "make one with `age-keygen -o identity.txt` (docs/security.md)"
 
 # Each side of a pump buffers about this much; with pyrage's own 64 KiB chunk that is all
 # encryption adds to a backup's memory.
-BUFFER_BYTES = 4 << 20
+BUFFER_BYTES = 2 << 20
 # pyrage writes 8 KiB (decrypting) or 64 KiB (encrypting) at a time: joined into pieces of this
 # size, so the two threads hand over, and wake each other, a few times per MiB only.
 PIECE_BYTES = 1 << 20

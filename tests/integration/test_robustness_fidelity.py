@@ -7,9 +7,21 @@ names, extension configuration tables, and a server restarted while a restore lo
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.conftest import run_cli
+from devkit.signingkeys import signed
+from tests.conftest import SIGNING_KEYS, backup, run_cli
+
+
+def _manifest(moto, bucket: str, key: str) -> dict:
+    return json.loads(moto.client().get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
+
+
+def _put_manifest(moto, bucket: str, key: str, manifest: dict) -> None:
+    """A changed manifest, signed as the backup Job would: only its content can give it away."""
+    moto.client().put_object(Bucket=bucket, Key=key + ".manifest.json", Body=signed(manifest, SIGNING_KEYS))
 
 
 # --- settings that must fail at once ------------------------------------------------------------
@@ -42,3 +54,55 @@ def test_an_unset_installation_and_a_prefix_with_outer_slashes_still_work(cli_en
     made = run_cli({**env, "ENCLAVE_BACKUP_PREFIX": "/nightly/eu/"}, "backup")
     assert made.returncode == 0, made.stdout + made.stderr
     assert made.event("backup complete")["key"].startswith("nightly/eu/")
+
+
+# --- manifest row counts keyed by quoted names ---------------------------------------------------
+
+ODD_TABLES = {'a."b.c"': 1, '"a.b".c': 3, 'public."new\nline"': 2, '"Mixed"."Case ""q"""': 4, "public.plain": 5}
+
+
+def _odd_names(pg, dbname):
+    with pg.connect(dbname) as conn:
+        conn.execute('CREATE SCHEMA a; CREATE SCHEMA "a.b"; CREATE SCHEMA "Mixed"')
+        conn.execute('CREATE TABLE a."b.c" (v int); INSERT INTO a."b.c" VALUES (1)')
+        conn.execute('CREATE TABLE "a.b".c (v int); INSERT INTO "a.b".c SELECT generate_series(1, 3)')
+        conn.execute('CREATE TABLE public."new\nline" ("col\numn" int); '
+                     'INSERT INTO public."new\nline" VALUES (1), (2)')
+        conn.execute('CREATE TABLE "Mixed"."Case ""q""" (v int); INSERT INTO "Mixed"."Case ""q""" '
+                     'SELECT generate_series(1, 4)')
+        conn.execute("CREATE TABLE plain (v int); INSERT INTO plain SELECT generate_series(1, 5)")
+
+
+def test_dotted_and_newline_table_names_get_their_own_row_counts_and_verify(pg, moto, bucket, dbname, cli_env):
+    _odd_names(pg, dbname)
+    key = backup(cli_env)
+    manifest = _manifest(moto, bucket, key)
+    assert manifest["tables"] == ODD_TABLES
+    verified = run_cli(cli_env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert verified.event("verify complete")["rows"] == sum(ODD_TABLES.values())
+
+    # One count off in one of the two dotted tables: verify names that table, not its twin.
+    manifest["tables"]['"a.b".c'] = 4
+    _put_manifest(moto, bucket, key, manifest)
+    failed = run_cli(cli_env, "verify")
+    assert failed.returncode == 5, failed.stdout + failed.stderr
+    assert failed.event("verify failed")["error"].endswith('row counts differ from the manifest in 1 table(s): '
+                                                          '"a.b".c has 3, manifest says 4')
+
+
+def test_a_manifest_keyed_the_old_way_still_verifies(pg, moto, bucket, dbname, cli_env):
+    with pg.connect(dbname) as conn:
+        conn.execute('CREATE SCHEMA "Mixed"; CREATE TABLE "Mixed"."Odd t" (v int); '
+                     'INSERT INTO "Mixed"."Odd t" VALUES (1), (2); CREATE TABLE plain (v int); '
+                     "INSERT INTO plain VALUES (1)")
+    key = backup(cli_env)
+    manifest = _manifest(moto, bucket, key)
+    manifest["tables"] = {"Mixed.Odd t": 2, "public.plain": 1}  # bare names joined by a dot
+    _put_manifest(moto, bucket, key, manifest)
+    verified = run_cli(cli_env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    manifest["tables"]["Mixed.Odd t"] = 3
+    _put_manifest(moto, bucket, key, manifest)
+    failed = run_cli(cli_env, "verify")
+    assert failed.returncode == 5 and "Mixed.Odd t has 2, manifest says 3" in failed.event("verify failed")["error"]

@@ -23,7 +23,7 @@ SCRIPT = (
     b"COPY public.t (id) FROM stdin;\n1\n2\n\\.\n\n"
     b"SELECT pg_catalog.lo_create('16385');\n"
 )
-EXPECTED = {"public.empty": 0, 'Odd "S".Odd': 4, "public.t": 2}
+EXPECTED = {"public.empty": 0, '"Odd ""S"""."Odd"': 4, "public.t": 2}
 
 
 def count(chunks) -> dict:
@@ -67,8 +67,21 @@ def test_output_ending_inside_data_is_an_error():
 
 @pytest.mark.parametrize("line, name", [
     (b"COPY public.t (a) FROM stdin;", "public.t"),
-    (b'COPY "we.ird"."ta ""b"" le" (a) FROM stdin;', 'we.ird.ta "b" le'),
+    (b'COPY "we.ird"."ta ""b"" le" (a) FROM stdin;', '"we.ird"."ta ""b"" le"'),
+    (b'COPY a."b.c" (a) FROM stdin;', 'a."b.c"'),
+    (b'COPY "a.b".c (a) FROM stdin;', '"a.b".c'),
+    (b'COPY public."user" (a) FROM stdin;', "public.user"),
     (b"COPY public.no_columns  FROM stdin;", "public.no_columns"),
 ])
 def test_table_names(line, name):
     assert table_name(line) == name
+
+
+def test_a_copy_line_cut_by_a_newline_in_a_quoted_name_is_counted():
+    script = (b"--\n-- Data for Name: new line; Type: TABLE DATA; Schema: public; Owner: postgres\n--\n\n"
+              b'COPY public."new\nline" ("col\numn", b) FROM stdin;\n1\t2\n3\t4\n\\.\n\n'
+              b"--\n-- Data for Name: t; Type: TABLE DATA; Schema: public; Owner: postgres\n--\n\n"
+              b"COPY public.t (id) FROM stdin;\n1\n\\.\n")
+    expected = {'public."new\nline"': 2, "public.t": 1}
+    for cut in range(1, len(script)):
+        assert count([script[:cut], script[cut:]]) == expected, cut

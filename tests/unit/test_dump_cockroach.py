@@ -304,13 +304,13 @@ def test_only_base_tables_are_read_never_views_sequences_or_materialized_views()
     assert read == ['"public"."docs"', '"public"."full_test"', '"public"."parent"', '"public"."s_tbl"',
                     '"public"."t"', ODD]
     assert set(stats.tables) == {"public.docs", "public.full_test", "public.parent", "public.s_tbl", "public.t",
-                                 'sc1.Odd "Name" x'}
+                                 'sc1."Odd ""Name"" x"'}
 
 
 def test_row_counts_and_snapshot_land_in_stats():
     _, stats, _ = dump(server())
     assert stats.tables == {"public.docs": 7, "public.full_test": 1, "public.parent": 2, "public.s_tbl": 2,
-                            "public.t": 1, 'sc1.Odd "Name" x': 3}
+                            "public.t": 1, 'sc1."Odd ""Name"" x"': 3}
     assert stats.snapshot == DATA["TIMESTAMP"]
     assert stats.current_table == "" and stats.rows == 16
 

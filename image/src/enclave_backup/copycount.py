@@ -10,7 +10,7 @@ and a huge row is never held whole.
 from __future__ import annotations
 
 from .db import split_quoted
-from .stats import DumpStats
+from .stats import DumpStats, table_key
 
 _DATA_HEADER = b"-- Data for Name: "
 _TABLE_DATA = b"; Type: TABLE DATA;"
@@ -24,6 +24,7 @@ class CopyCounter:
         self._line = bytearray()  # the current line outside COPY data
         self._skip_line = False  # the current line is too long to matter
         self._expect_copy = False  # a TABLE DATA header was seen
+        self._copy_head = b""  # a COPY line cut by a newline inside a quoted name, so far
         self._table = ""  # inside COPY data of this table
         self._tail = b""  # the last bytes seen inside COPY data, to find an end marker cut in two
 
@@ -77,8 +78,15 @@ class CopyCounter:
     def _end_line(self, line: bytes) -> None:
         if line.startswith(_DATA_HEADER) and _TABLE_DATA in line:
             self._expect_copy = True
-        elif self._expect_copy and line.startswith(b"COPY ") and line.endswith(b" FROM stdin;"):
+        elif self._expect_copy and (self._copy_head or line.startswith(b"COPY ")):
+            line = self._copy_head + line
+            if line.count(b'"') % 2 and len(line) < MAX_LINE:  # a quoted name goes on past a newline
+                self._copy_head = line + b"\n"
+                return
+            self._copy_head = b""
             self._expect_copy = False
+            if not line.endswith(b" FROM stdin;"):
+                return
             self._table = table_name(line)
             self._tail = b"\n"  # the header's newline: an empty table's marker follows at once
             self.stats.current_table = self._table
@@ -88,5 +96,6 @@ class CopyCounter:
 
 
 def table_name(copy_line: bytes) -> str:
-    """`schema.table` with quotes undone, from `COPY "s"."t" (a, b) FROM stdin;`."""
-    return ".".join(split_quoted(copy_line[len(b"COPY "):].decode("utf-8", errors="replace"), ".", stop=" ("))
+    """The table's manifest key (stats.table_key), from `COPY "s"."t" (a, b) FROM stdin;`."""
+    parts = split_quoted(copy_line[len(b"COPY "):].decode("utf-8", errors="replace"), ".", stop=" (")
+    return table_key(*parts) if len(parts) == 2 else ".".join(parts)

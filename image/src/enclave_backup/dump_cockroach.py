@@ -27,7 +27,7 @@ import psycopg
 from . import insertbatch, log
 from .db import quote_ident, quote_literal
 from .errors import DatabaseError
-from .stats import DumpStats
+from .stats import DumpStats, table_key
 
 MIN_VERSION = (21, 1)
 SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION = (22, 1)
@@ -162,7 +162,7 @@ class Table:
 
     @property
     def key(self) -> str:
-        return f"{self.schema}.{self.name}"
+        return table_key(self.schema, self.name)
 
     @property
     def column_list(self) -> str:

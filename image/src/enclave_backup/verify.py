@@ -23,6 +23,7 @@ from .names import MAX_NAME_BYTES, STAMP, verify_name, verify_pattern
 from .replay import load
 from .s3 import Storage
 from .source import resolve
+from .stats import legacy_table_key, table_key
 from .swap_views import is_view_statement
 
 MAX_NAME_ATTEMPTS = 10
@@ -140,12 +141,16 @@ def _count(config: Config, scratch: str, expected: dict[str, int], engine: str) 
     total = 0
     conn = db.connect(config, dbname=scratch, autocommit=True)
     with conn, db.database_errors(scratch, "counting the restored rows"):
-        present = {f"{s}.{t}": (s, t) for s, t in conn.execute(TABLES_SQL).fetchall()}
+        tables = conn.execute(TABLES_SQL).fetchall()
+        present = {table_key(s, t): (s, t) for s, t in tables}
+        # Manifests written before table_key named tables by their bare names joined by a dot.
+        legacy = {legacy_table_key(s, t): (s, t) for s, t in tables}
         for table, rows in sorted(expected.items()):
-            if table not in present:
+            found = present.get(table) or legacy.get(table)
+            if found is None:
                 mismatches[table] = {"restored": -1, "manifest": rows}
                 continue
-            schema, name = present[table]
+            schema, name = found
             got = conn.execute(f"SELECT count(*) FROM {only}{db.quote_ident(schema)}.{db.quote_ident(name)}"
                                ).fetchone()[0]
             total += got

@@ -35,6 +35,7 @@ from devkit.environ import scrubbed
 from devkit.motoserver import MotoServer
 from devkit.paths import CLI
 from devkit.pgserver import start_server
+from devkit.signingkeys import make_signing_keys
 
 SOURCE_PACKAGE = "postgresql-15"
 DEV_PACKAGE = "postgresql-server-dev-15"
@@ -179,7 +180,7 @@ def main() -> int:
 
         moto.client().create_bucket(Bucket=BUCKET)
         env = {**scrubbed(), **pg.env("regression"), **moto.env(), "ENCLAVE_BACKUP_BUCKET": BUCKET,
-               "ENCLAVE_BACKUP_PROGRESS_SECONDS": "60"}
+               "ENCLAVE_BACKUP_PROGRESS_SECONDS": "60", **make_signing_keys(work / "signing").env()}
         say("enclave-backup backup of the regression database")
         run_cli(env, "backup")
         key = next(o["Key"] for o in moto.client().list_objects_v2(Bucket=BUCKET)["Contents"]

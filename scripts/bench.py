@@ -49,6 +49,7 @@ from devkit.pgserver import PgServer
 from devkit.procstats import poll_peak
 from devkit.rgw import RgwServer
 from devkit.signingkeys import make_signing_keys
+from pyrage import x25519
 
 MiB = 1 << 20
 GiB = 1 << 30
@@ -223,6 +224,8 @@ class Bench:
                          "ENCLAVE_BACKUP_PREFIX": PREFIX, "AWS_REQUEST_CHECKSUM_CALCULATION": "when_required",
                          "AWS_RESPONSE_CHECKSUM_VALIDATION": "when_required",
                          **make_signing_keys(work / "signing").env()}  # signed, as the chart's backups should be
+        # Only the public half reaches the backup, as in the chart (Backup.Encryption.Recipients).
+        self.age_recipient = str(x25519.Identity.generate().to_public())
 
     def env(self, database: str, **extra: str) -> dict[str, str]:
         return {**self.base_env, **self.pg.env(database), **extra}
@@ -303,9 +306,11 @@ class Bench:
 
     # --- the variants ---
 
-    def ours_backup(self, database: str, compression: str, signed: bool = True) -> tuple[Sample, str]:
+    def ours_backup(self, database: str, compression: str, signed: bool = True,
+                    encrypted: bool = False) -> tuple[Sample, str]:
         env = self.env(database, ENCLAVE_BACKUP_COMPRESSION=compression,
-                       **({} if signed else {"ENCLAVE_BACKUP_SIGNING_KEY_FILE": ""}))
+                       **({} if signed else {"ENCLAVE_BACKUP_SIGNING_KEY_FILE": ""}),
+                       **({"ENCLAVE_BACKUP_ENCRYPTION_RECIPIENTS": self.age_recipient} if encrypted else {}))
         sample, out = self.measure([CLI, "backup"], env)
         summary = last_event(out, "backup complete")
         sample.sql_bytes, sample.stored_bytes = summary["sql_bytes"], summary["stored_bytes"]
@@ -428,7 +433,8 @@ CUSTOM = "pg_dump -Fc + aws s3 cp"
 FLOOR = "pg_dump > /dev/null"
 CEILING = "upload only (S3 server ceiling)"
 UNSIGNED = "ours gzip unsigned"
-BACKUPS = [OURS, UNSIGNED, "ours zstd", "ours none", ZALANDO, CUSTOM, FLOOR, CEILING]
+ENCRYPTED = "ours gzip encrypted (age)"
+BACKUPS = [OURS, UNSIGNED, ENCRYPTED, "ours zstd", "ours none", ZALANDO, CUSTOM, FLOOR, CEILING]
 OURS_RESTORE = "ours restore (gzip object)"
 GUNZIP_RESTORE = "aws s3 cp - | gunzip | psql (zalando object)"
 PG_RESTORE = "aws s3 cp + pg_restore (-Fc object)"
@@ -438,7 +444,7 @@ RESTORES = [OURS_RESTORE, GUNZIP_RESTORE, PG_RESTORE]
 def one_backup(bench: Bench, name: str, database: str, sql_bytes: int) -> tuple[Sample, str | None]:
     if name.startswith("ours"):
         compression = name.split()[1]
-        sample, key = bench.ours_backup(database, compression, signed=name != UNSIGNED)
+        sample, key = bench.ours_backup(database, compression, signed=name != UNSIGNED, encrypted=name == ENCRYPTED)
         if name != OURS:
             bench.delete_backup(key)
             key = None
@@ -542,6 +548,7 @@ def targets(rows: dict[str, dict], scaling: list[dict]) -> list[str]:
 
     out = [line("default vs Zalando's pipeline", OURS, ZALANDO, 2.0),
            line("signed (default) vs unsigned backup", OURS, UNSIGNED, 0.9),
+           line("encrypted (age) vs plain (default) backup", ENCRYPTED, OURS, 0.9),
            line("default vs pg_dump -Fc + upload", OURS, CUSTOM, 2.0)]
     size = rows[OURS]["stored_bytes"] / rows[ZALANDO]["stored_bytes"] - 1
     out.append(f"stored size vs Zalando's: {size:+.0%} (goal <= +10%): {'met' if size <= 0.10 else 'NOT met'}")

@@ -106,3 +106,48 @@ def test_a_manifest_keyed_the_old_way_still_verifies(pg, moto, bucket, dbname, c
     _put_manifest(moto, bucket, key, manifest)
     failed = run_cli(cli_env, "verify")
     assert failed.returncode == 5 and "Mixed.Odd t has 2, manifest says 3" in failed.event("verify failed")["error"]
+
+
+# --- restore and verify sessions set their own timeouts ------------------------------------------
+
+def _role(server, name: str, *settings: str, superuser: bool = True) -> dict:
+    """A login role with per-role settings; the libpq variables that log in as it."""
+    password = "role-secret-Xk42"
+    with server.connect() as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{name}"')
+        conn.execute(f"""CREATE ROLE "{name}" LOGIN {'SUPERUSER' if superuser else 'CREATEDB'} PASSWORD '{password}'""")
+        for setting in settings:
+            conn.execute(f'ALTER ROLE "{name}" SET {setting}')
+    return {"PGUSER": name, "PGPASSWORD": password}
+
+
+def _leftovers(server, dbname: str) -> set[str]:
+    return {d for d in server.databases() if d.startswith(dbname) and d != dbname and "_pre_restore_" not in d}
+
+
+@pytest.mark.parametrize("major", [15, 18])
+def test_a_role_with_short_timeouts_restores_and_verifies_a_load_longer_than_them(servers, moto, bucket, cli_env,
+                                                                                   major):
+    server = servers(major)
+    dbname = "timeouts"
+    server.recreate_database(dbname)
+    with server.connect(dbname) as conn:
+        # Several seconds of loading: COPY, then an index build on one connection while the others idle.
+        conn.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 200) AS v "
+                     "FROM generate_series(1, 600000) g")
+        conn.execute("CREATE INDEX ON big (v, id)")
+    timeouts = ["idle_session_timeout = '1s'", "statement_timeout = '1s'",
+                "idle_in_transaction_session_timeout = '1s'", "lock_timeout = '1s'"]
+    if major >= 17:
+        timeouts.append("transaction_timeout = '1s'")
+    env = {**cli_env, **server.env(dbname), **_role(server, "hasty", *timeouts), "ENCLAVE_BACKUP_RESTORE_JOBS": "2"}
+    key = backup({**cli_env, **server.env(dbname)})
+
+    restored = run_cli(env, "restore", "--object", key, "--force")
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert not _leftovers(server, dbname)
+    with server.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 600000
+    verified = run_cli(env, "verify", "--object", key)
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not _leftovers(server, dbname)

@@ -58,18 +58,40 @@ def connect(config: Config, *, dbname: str | None = None, autocommit: bool = Fal
                "database connection failed, retrying", attempt=state.attempt_number,
                error=log.scrub(str(state.outcome.exception()).strip())))
     def attempt() -> psycopg.Connection:
-        return psycopg.connect(dbname=dbname or config.database, autocommit=autocommit,
+        conn = psycopg.connect(dbname=dbname or config.database, autocommit=autocommit,
                                connect_timeout=config.db_connect_timeout,
                                application_name="enclave-backup",
                                # Our own queries read text as UTF-8 whatever the database's encoding
                                # (an SQL_ASCII database would hand psycopg bytes otherwise).
                                client_encoding="UTF8")
+        try:
+            _own_timeouts(conn)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     try:
         return attempt()
     except psycopg.Error as exc:
         kind = NoSuchDatabase if is_missing_database(exc) else DatabaseError
         raise kind(describe(exc, dbname or config.database)) from None
+
+
+# A role's or database's timeouts are for its applications' sessions, not ours: the maintenance
+# connection idles through a whole load, a COPY or an index build outlasts any statement limit.
+_TIMEOUTS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
+             "idle_session_timeout", "transaction_timeout"]
+
+
+def _own_timeouts(conn: psycopg.Connection) -> None:
+    """All of _TIMEOUTS off for this session, those the server has (PostgreSQL 14 lacks the newer ones)."""
+    if conn.info.parameter_status("crdb_version") is not None:
+        return  # CockroachDB: its own names and defaults; pg_settings does not hold them all
+    conn.execute("SELECT pg_catalog.set_config(name, '0', false) FROM pg_catalog.pg_settings "
+                 "WHERE name = ANY(%s)", (_TIMEOUTS,))
+    if not conn.autocommit:
+        conn.commit()
 
 
 @contextlib.contextmanager

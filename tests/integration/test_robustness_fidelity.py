@@ -151,3 +151,56 @@ def test_a_role_with_short_timeouts_restores_and_verifies_a_load_longer_than_the
     verified = run_cli(env, "verify", "--object", key)
     assert verified.returncode == 0, verified.stdout + verified.stderr
     assert not _leftovers(server, dbname)
+
+
+# --- subscriptions never keep a scratch or previous database from being dropped -------------------
+
+def _subscribe(pg, database: str, name: str = "feed") -> None:
+    """A subscription as a replica would hold it; connect = false: no publisher needs to exist."""
+    with pg.connect(database) as conn:
+        conn.execute(f"CREATE SUBSCRIPTION {name} CONNECTION 'host=127.0.0.1 port=1 dbname=nowhere' "
+                     "PUBLICATION pub WITH (connect = false)")
+
+
+@pytest.fixture
+def unsubscribe(pg, dbname):
+    """Drops what subscriptions the test's databases still have, so that they can be dropped after it."""
+    yield
+    for database in (d for d in pg.databases() if d.startswith(dbname)):
+        with pg.connect(database) as conn:
+            for (name,) in conn.execute("SELECT subname FROM pg_subscription s JOIN pg_database d ON d.oid = s.subdbid "
+                                        "WHERE d.datname = current_database()").fetchall():
+                conn.execute(f"ALTER SUBSCRIPTION {name} DISABLE")
+                conn.execute(f"ALTER SUBSCRIPTION {name} SET (slot_name = NONE)")
+                conn.execute(f"DROP SUBSCRIPTION {name}")
+
+
+def test_databases_with_subscriptions_are_dropped_by_verify_restore_and_keep_previous(pg, moto, bucket, dbname,
+                                                                                       cli_env, unsubscribe):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2)")
+    _subscribe(pg, dbname)
+    key = backup(cli_env)
+    # A scratch database a killed restore left behind, with a subscription of its own.
+    pg.create_database(f"{dbname}_restoring_20200101000000")
+    _subscribe(pg, f"{dbname}_restoring_20200101000000", "leftover")
+
+    verified = run_cli(cli_env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert not [d for d in pg.databases() if "_verify_" in d and d.startswith(dbname)]
+
+    env = {**cli_env, "ENCLAVE_BACKUP_RESTORE_KEEP_PREVIOUS": "0"}
+    restored = run_cli(env, "restore", "--object", key)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert restored.event("restore complete")["dropped_previous"]  # the old live one, subscription and all
+    assert {d for d in pg.databases() if d.startswith(dbname)} == {dbname}
+    with pg.connect(dbname) as conn:  # the restored database has the backup's subscription, disabled
+        assert conn.execute("SELECT subname, subenabled FROM pg_subscription s JOIN pg_database d "
+                            "ON d.oid = s.subdbid WHERE d.datname = current_database()").fetchall() == [("feed", False)]
+
+    # A restore that fails after the load (a client stays) drops its scratch, subscription and all.
+    with pg.connect(dbname):
+        failed = run_cli({**env, "ENCLAVE_BACKUP_RESTORE_WAIT_FOR_CLIENTS_SECONDS": "0"}, "restore", "--object", key,
+                         "--force")
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    assert {d for d in pg.databases() if d.startswith(dbname)} == {dbname}

@@ -59,7 +59,7 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
         with db.database_errors(live, "preparing the restore"):
             if not sql.try_lock(conn, live):
                 raise DatabaseError(f"another restore of {live!r} is running; try again when it has finished")
-            drop_leftovers(conn, sql, live)
+            drop_leftovers(conn, sql, live, config)
             mark = parse_marker(sql.read_marker(conn, live))
         if mark and mark.get("key") == key and mark.get("sha256") == manifest.sha256 and not force:
             logger.info("restore skipped: the database already holds this backup", key=key, database=live,
@@ -90,9 +90,9 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
             wait_for_clients(config, conn, sql, live if live_exists else None)
             swap_in(config, conn, sql, live, scratch, previous if live_exists else None, loaded.deferred)
         except BaseException:
-            drop_quietly(conn, sql, scratch)
+            drop_quietly(conn, sql, scratch, config=config)
             raise
-        dropped = keep_previous(conn, sql, live, config.restore_keep_previous)
+        dropped = keep_previous(conn, sql, live, config.restore_keep_previous, config)
 
     kept = previous if live_exists and previous not in dropped else None
     rollback = rollback_statements(sql, live, kept, stamp) if kept else []

@@ -17,7 +17,7 @@ from .catalog import complete_backups
 from .clock import utcnow
 from .config import Config
 from .errors import BackupError, ConfigError, DatabaseError, IntegrityError, StorageError
-from .maintenance import connect_maintenance, drop_quietly
+from .maintenance import connect_maintenance, drop_database, drop_quietly
 from .manifest import parse_key
 from .names import MAX_NAME_BYTES, STAMP, verify_name, verify_pattern
 from .replay import load
@@ -98,7 +98,8 @@ def _restore_and_count(config: Config, storage: Storage, key: str, manifest) -> 
             load(config, storage, key, manifest, scratch, defer=is_view_statement if sql.defers_views else None)
             return _count(config, scratch, manifest.tables, sql.name)
         finally:
-            drop_quietly(conn, sql, scratch, kind="verify scratch database", later="a later verify")
+            drop_quietly(conn, sql, scratch, kind="verify scratch database", later="a later verify",
+                         config=config)
 
 
 def _create_scratch(conn, sql, database: str) -> str:
@@ -125,7 +126,7 @@ def _drop_leftovers(conn, sql, config: Config) -> None:
     for name in sql.databases(conn):
         match = pattern.match(name)
         if match and match.group(1) < cutoff:
-            conn.execute(sql.drop_sql(name, force=True))
+            drop_database(conn, sql, name, True, config)
             log.get().warning("dropped the scratch database of an interrupted verify", scratch=name)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -221,3 +223,16 @@ def test_a_plain_backup_still_restores_with_an_identity_configured(pg, dbname, c
     restored = run_cli({**cli_env, **keys("age").reader_env()}, "restore", "--object", "latest")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert _fp(pg, dbname) == before
+
+
+def test_sigterm_mid_encrypted_backup_leaves_nothing_and_stops_at_once(moto, bucket, bulk_env, keys):
+    from tests.integration.test_backup_failures import Running, assert_nothing_left, uploaded_some_parts
+    run = Running({**bulk_env, **keys("age").backup_env()}, "backup")
+    run.wait_for(uploaded_some_parts)
+    signalled = time.monotonic()
+    run.proc.send_signal(signal.SIGTERM)
+    result = run.finish()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "SIGTERM" in result.event("backup failed")["error"]
+    assert time.monotonic() - signalled < 10
+    assert_nothing_left(moto, bucket)

@@ -42,3 +42,11 @@ app.kubernetes.io/name: {{ .ctx.Chart.Name }}
 app.kubernetes.io/instance: {{ .ctx.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end -}}
+
+{{/*
+Label of every pod that must reach CockroachDB's SQL port (Manager, backup, restore, verify,
+verify test); the NetworkPolicy admits pods by it, so no other pod of the release gets in.
+*/}}
+{{- define "enclaveos-chart.sqlClientLabels" -}}
+enclaveos-chart/sql-client: "true"
+{{- end -}}

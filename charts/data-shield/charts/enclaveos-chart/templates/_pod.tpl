@@ -11,6 +11,13 @@
 {{- end -}}
 {{- end -}}
 
+{{/* CockroachDB's image: repository:tag, or repository:tag@digest (the digest decides; the tag stays for readers). */}}
+{{- define "enclaveos-chart.cockroachdbImage" -}}
+{{- $img := .Values.cockroachdb.image -}}
+{{- printf "%s:%s" $img.repository $img.tag -}}
+{{- with $img.digest }}@{{ . }}{{ end -}}
+{{- end -}}
+
 {{/* The program's image (Backup.Image), in every pod that runs it. */}}
 {{- define "enclaveos-chart.programImage" -}}
 {{- include "enclaveos-chart.image" (list .Values.Backup.Image .Chart.AppVersion) -}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 
 import psycopg
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
@@ -59,12 +60,13 @@ def connect(config: Config, *, dbname: str | None = None, autocommit: bool = Fal
                error=log.scrub(str(state.outcome.exception()).strip())))
     def attempt() -> psycopg.Connection:
         conn = psycopg.connect(dbname=dbname or config.database, autocommit=autocommit,
-                               connect_timeout=config.db_connect_timeout,
+                               connect_timeout=config.db_connect_timeout, **_startup_options(),
                                application_name="enclave-backup",
                                # Our own queries read text as UTF-8 whatever the database's encoding
                                # (an SQL_ASCII database would hand psycopg bytes otherwise).
                                client_encoding="UTF8")
         try:
+            _learn(conn)
             _own_timeouts(conn)
         except BaseException:
             conn.close()
@@ -82,6 +84,26 @@ def connect(config: Config, *, dbname: str | None = None, autocommit: bool = Fal
 # connection idles through a whole load, a COPY or an index build outlasts any statement limit.
 _TIMEOUTS = ["statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout",
              "idle_session_timeout", "transaction_timeout"]
+
+
+# A login event trigger (PostgreSQL 17+) fires on every connection, ours too: one that writes a row
+# would change a database while it is restored or counted. Only superusers may turn event triggers off,
+# in the startup packet (before the trigger fires), so the first connection finds out whether later
+# ones of this run (into the scratch database, among others) can.
+_server = {"event_triggers_off": False}
+
+
+def _learn(conn: psycopg.Connection) -> None:
+    _server["event_triggers_off"] = (conn.info.server_version >= 170000
+                                     and conn.info.parameter_status("is_superuser") == "on"
+                                     and conn.info.parameter_status("crdb_version") is None)
+
+
+def _startup_options() -> dict:
+    if not _server["event_triggers_off"]:
+        return {}
+    # `options` replaces PGOPTIONS: keep what the operator gave.
+    return {"options": " ".join(filter(None, [os.environ.get("PGOPTIONS", ""), "-c event_triggers=off"]))}
 
 
 def _own_timeouts(conn: psycopg.Connection) -> None:

@@ -266,3 +266,18 @@ def test_buffers_stay_bounded_with_a_slow_sink(age_id):
         for _ in range(64):
             stage.write(b"y" * (1 << 20))
     assert max(held) <= 2 * encryption.BUFFER_BYTES + (1 << 20)
+
+
+def test_the_header_read_covers_the_first_chunk_whatever_the_recipients(age_id):
+    """read_header reads stored_bytes(HEADER_BYTES) of an encrypted object: enough for a whole
+    first chunk behind a header of several recipients, ssh-rsa 4096 ones included."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from enclave_backup.source import HEADER_BYTES
+    rsa_public = rsa.generate_private_key(public_exponent=65537, key_size=4096).public_key().public_bytes(
+        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+    lines = [str(age_id.to_public()), rsa_public, rsa_public + " again", _ssh_pair()[1]]
+    plain = os.urandom(3 * HEADER_BYTES)
+    sealed = _encrypt(parse_recipients(lines), [plain])
+    manifest = _manifest("k.sql.gz.age", encryption.manifest_field(lines))
+    prefix = sealed[:encryption.stored_bytes(HEADER_BYTES, manifest)]
+    assert b"".join(decrypted([age_id], [prefix], complete=False)) == plain[:HEADER_BYTES]

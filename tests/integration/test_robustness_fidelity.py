@@ -237,3 +237,40 @@ def test_a_login_event_trigger_that_writes_a_row_neither_fails_verify_nor_change
     quiet = psycopg.connect(**_libpq(server, dbname), options="-c event_triggers=off")
     with quiet:  # looked at without firing the trigger: the restore added no row of its own
         assert quiet.execute("SELECT count(*) FROM logins").fetchone()[0] == manifest["tables"]["public.logins"]
+
+
+# --- a database owner who is no superuser restores its own database ------------------------------
+
+def test_a_non_superuser_owner_restores_with_per_role_settings_it_may_not_set(pg, moto, bucket, dbname, cli_env):
+    owner = f"owner_{dbname[-8:]}"
+    other = f"other_{dbname[-8:]}"
+    env = {**cli_env, **_role(pg, owner, superuser=False)}
+    with pg.connect() as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{other}"')
+        conn.execute(f'CREATE ROLE "{other}"')
+        conn.execute(f'ALTER DATABASE "{dbname}" OWNER TO "{owner}"')
+        conn.execute(f'ALTER DATABASE "{dbname}" SET work_mem = \'7MB\'')  # the owner may carry this one
+        conn.execute(f'ALTER ROLE "{other}" IN DATABASE "{dbname}" SET work_mem = \'9MB\'')  # and not this one
+        conn.execute(f'ALTER ROLE "{owner}" IN DATABASE "{dbname}" SET search_path = public')  # its own: may
+    with psycopg.connect(**{**_libpq(pg, dbname), "user": owner, "password": env["PGPASSWORD"]},
+                         autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+    key = backup(env)
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO t VALUES (2)")  # a change the restore must undo
+
+    restored = run_cli(env, "restore", "--object", key)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT v FROM t").fetchall() == [(1,)]
+        settings = dict(conn.execute(
+            "SELECT coalesce(pg_get_userbyid(nullif(s.setrole, 0)), ''), array_to_string(s.setconfig, ',') "
+            "FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "WHERE d.datname = current_database()").fetchall())
+    assert "work_mem=7MB" in settings[""]
+    assert other not in settings  # not carried: the owner may not set another role's settings
+    warned = [e for e in restored.events if e["event"].startswith("database-level state not carried over")]
+    assert warned and f"work_mem (role {other})" in warned[0]["not_carried"], restored.stdout
+    assert "9MB" not in restored.stdout  # setting names in the logs, never their values
+    with pg.connect() as conn:
+        conn.execute(f'DROP ROLE IF EXISTS "{other}"')

@@ -72,22 +72,30 @@ def create_options(state: dict) -> str:
 
 def apply_sql(name: str, state: dict) -> list[str]:
     """Statements that give database `name` this state (owner, encoding and locale are set at CREATE)."""
+    return [sql for _, sql in apply_steps(name, state)]
+
+
+def apply_steps(name: str, state: dict) -> list[tuple[str, str]]:
+    """apply_sql's statements, each with what it carries over, for a log line (no setting values)."""
     db = quote_ident(name)
-    out = [f"ALTER DATABASE {db} CONNECTION LIMIT {int(state.get('connection_limit', -1))}"]
+    out = [("connection limit", f"ALTER DATABASE {db} CONNECTION LIMIT {int(state.get('connection_limit', -1))}")]
     for setting in state.get("settings") or []:
         target = f"ALTER DATABASE {db}" if setting["role"] is None else \
             f"ALTER ROLE {quote_ident(setting['role'])} IN DATABASE {db}"
-        out.append(f"{target} SET {quote_ident(setting['name'])} TO {_setting_value(setting['name'], setting['value'])}")
+        what = setting["name"] + (f" (role {setting['role']})" if setting["role"] else "")
+        out.append((what, f"{target} SET {quote_ident(setting['name'])} TO "
+                          f"{_setting_value(setting['name'], setting['value'])}"))
     if state.get("acl") is not None:
         # An explicit ACL replaces the defaults (PUBLIC: CONNECT, TEMPORARY; owner: all).
-        out.append(f"REVOKE ALL ON DATABASE {db} FROM PUBLIC")
-        out.append(f"REVOKE ALL ON DATABASE {db} FROM {quote_ident(state['owner'])}")
+        out.append(("grants", f"REVOKE ALL ON DATABASE {db} FROM PUBLIC"))
+        out.append(("grants", f"REVOKE ALL ON DATABASE {db} FROM {quote_ident(state['owner'])}"))
         for item in state["acl"]:
             grantee = "PUBLIC" if item["grantee"] is None else quote_ident(item["grantee"])
             grant = " WITH GRANT OPTION" if item["grantable"] else ""
-            out.append(f"GRANT {item['privilege']} ON DATABASE {db} TO {grantee}{grant}")
+            out.append((f"grant {item['privilege']} to {item['grantee'] or 'PUBLIC'}",
+                        f"GRANT {item['privilege']} ON DATABASE {db} TO {grantee}{grant}"))
     if state.get("comment") is not None:
-        out.append(f"COMMENT ON DATABASE {db} IS {quote_literal(state['comment'])}")
+        out.append(("comment", f"COMMENT ON DATABASE {db} IS {quote_literal(state['comment'])}"))
     return out
 
 

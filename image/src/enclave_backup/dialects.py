@@ -81,9 +81,20 @@ class PostgreSQL:
         """Give `name` the privileges, settings, connection limit and comment of `state`."""
         if state is None:
             return None
-        for statement in dbstate.apply_sql(name, state):
-            conn.execute(statement)
-        return dbstate.summary(state)
+        not_carried = []
+        for what, statement in dbstate.apply_steps(name, state):
+            try:
+                conn.execute(statement)
+            except (psycopg.errors.InsufficientPrivilege, psycopg.errors.UndefinedObject):
+                # A database owner may not set another role's settings or a superuser-only parameter,
+                # and a role the backup names may not exist here: what `pg_dump | psql` would also
+                # leave out must not discard a loaded restore.
+                not_carried.append(what)
+        if not_carried:
+            log.get().warning("database-level state not carried over: this user may not set it (or a role it "
+                              "names does not exist); a superuser can set it on the restored database",
+                              scratch=name, not_carried=sorted(set(not_carried)))
+        return {**dbstate.summary(state), **({"not_carried": sorted(set(not_carried))} if not_carried else {})}
 
     def read_marker(self, conn, name: str) -> str | None:
         row = conn.execute(

@@ -160,7 +160,7 @@ def test_debian_age_decrypts_by_hand_with_either_identity(pg, moto, bucket, dbna
             pg.create_database(target)
             pipe = subprocess.run(
                 ["bash", "-o", "pipefail", "-c", f"age -d -i {identity.identity} < {stored} | gunzip | "
-                 f"psql -X -q -v ON_ERROR_STOP=1 -d {target}"],
+                 f"psql -v ON_ERROR_STOP=1 -d {target}"],  # as docs/security.md says
                 env={**os.environ, **pg.env(target)}, capture_output=True, text=True)
             assert pipe.returncode == 0, pipe.stderr
             assert _fp(pg, target) == before

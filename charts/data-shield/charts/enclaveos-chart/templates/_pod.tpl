@@ -96,8 +96,11 @@ containers:
       {{- . | nindent 6 }}
       {{- end }}
       {{- range $files }}
+      {{- $dir := .dir }}
+      {{- range (.items | default (list .)) }}
       - name: {{ .env }}
-        value: {{ printf "%s/%s" .dir .path | quote }}
+        value: {{ printf "%s/%s" $dir .path | quote }}
+      {{- end }}
       {{- end }}
     {{- with (.resources | default $.Values.Backup.Resources) }}
     resources:
@@ -123,10 +126,12 @@ volumes:
     {{- if .secret }}
     secret:
       secretName: {{ .secret | quote }}
-      # Only the key this pod may have; a missing key keeps the pod from starting.
+      # Only the keys this pod may have; a missing key keeps the pod from starting.
       items:
+        {{- range (.items | default (list .)) }}
         - key: {{ .key | quote }}
           path: {{ .path | quote }}
+        {{- end }}
       # 0440: owner root, group fsGroup 10001 (the program's group); no one else reads it.
       # (The kubelet writes Secret files as root; 0400 would lock the program out.)
       defaultMode: 288
@@ -147,7 +152,9 @@ The files a program pod mounts from Secrets and ConfigMaps, by its role: keys on
 they are used (the backup signs and encrypts, restore and verify check and decrypt; the
 private signing key and the age identity never share a pod), CA certificates and the SSE-C
 key in every pod. Call with the programPodSpec dict; returns JSON {"files": [...]}, each
-{volume, secret|configMap, key, dir, path, env}: mounted at dir/path, named by env.
+{volume, secret|configMap, key, dir, path, env}: mounted at dir/path, named by env; or, for
+several files of one Secret, {volume, secret, dir, items: [{key, path, env}, ...]}. The
+database client certificate of secure mode goes only to the pods that connect.
 */}}
 {{- define "enclaveos-chart.trustFiles" -}}
 {{- $ := .ctx -}}
@@ -179,6 +186,14 @@ key in every pod. Call with the programPodSpec dict; returns JSON {"files": [...
 {{- $files = append $files (set $caFile "secret" $ca.SecretName) -}}
 {{- else if $ca.ConfigMapName -}}
 {{- $files = append $files (set $caFile "configMap" $ca.ConfigMapName) -}}
+{{- end -}}
+{{- if and (include "enclaveos-chart.tlsOn" $) (has $role (list "backup" "restore" "verify")) -}}
+{{- /* The chart's CockroachDB in secure mode: its CA and root's client pair, for the pods that connect. */ -}}
+{{- $client := (include "enclaveos-chart.tlsSources" $ | fromJson).client -}}
+{{- $envs := dict "ca.crt" "PGSSLROOTCERT" "client.root.crt" "PGSSLCERT" "client.root.key" "PGSSLKEY" -}}
+{{- $items := list -}}
+{{- range $client.items }}{{ $items = append $items (set (deepCopy .) "env" (get $envs .path)) }}{{ end -}}
+{{- $files = append $files (dict "volume" "db-tls" "secret" $client.secret "dir" "/etc/enclave-backup/db-tls" "items" $items) -}}
 {{- end -}}
 {{- if not $.Values.cockroachdb.enabled -}}
 {{- $db := $.Values.externalDatabase -}}
@@ -248,8 +263,13 @@ the database, the object storage, and the Backup.* settings all its runs share
 - name: PGDATABASE
   value: {{ .Values.cockroachdb.database | quote }}
 - name: PGSSLMODE
+  {{- if include "enclaveos-chart.tlsOn" . }}
+  # Secure mode: the server's certificate must chain to the CA and name the public Service.
+  value: verify-full
+  {{- else }}
   # The chart's CockroachDB runs in insecure mode, as the original product did.
   value: disable
+  {{- end }}
 - name: ENCLAVE_BACKUP_ENGINE
   value: cockroachdb
 {{- else }}

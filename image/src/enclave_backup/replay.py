@@ -37,6 +37,7 @@ class Loaded:
     connections: int = 1  # most connections that loaded one table's rows at once
     copying: CopyBlock | None = None  # the COPY block being loaded
     deferred: list[str] = field(default_factory=list)  # statements to run after the swap
+    refreshes: list[str] = field(default_factory=list)  # REFRESH MATERIALIZED VIEW, in the script's order
 
 
 class ObjectStream:
@@ -116,7 +117,7 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
             try:
                 if isinstance(item, CopyBlock):
                     loaded.table, loaded.copying = _copy_table(statement.sql), item
-                    if fanout is not None:
+                    if fanout is not None and not _read_by_materialized_view(conn, loaded.table):
                         fanout.copy(conn, statement.data, item)
                     else:
                         with cur.copy(statement.data) as copy:
@@ -130,6 +131,8 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                 else:
                     cur.execute(statement.data)
                     loaded.rows += _inserted(cur)
+                    if _REFRESH.match(statement.sql):
+                        loaded.refreshes.append(statement.sql)
             except psycopg.errors.UndefinedObject as exc:
                 if not _SESSION_SET.match(statement.sql):
                     _statement_failed(stream, statement, exc, scratch)
@@ -140,6 +143,33 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)
     return loaded
+
+
+_REFRESH = re.compile(r"(?is)^REFRESH\s+MATERIALIZED\s+VIEW\b")
+
+# The tables (and their inheritance or partition parents) that a materialized view reads, directly or
+# through views: a query's float sums and the like depend on the order rows are stored in, and rows
+# spread over several connections are stored in another order than the backup's.
+_MATVIEW_READS = """
+WITH RECURSIVE tables(oid) AS (
+    SELECT pg_catalog.to_regclass(%s)::oid
+    UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN tables t ON i.inhrelid = t.oid),
+readers(oid) AS (
+    SELECT oid FROM tables
+    UNION SELECT r.ev_class FROM readers x
+        JOIN pg_catalog.pg_depend d ON d.refobjid = x.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass
+             AND d.classid = 'pg_catalog.pg_rewrite'::regclass
+        JOIN pg_catalog.pg_rewrite r ON r.oid = d.objid)
+SELECT EXISTS (SELECT FROM readers x JOIN pg_catalog.pg_class c ON c.oid = x.oid WHERE c.relkind = 'm')
+"""
+
+
+def _read_by_materialized_view(conn, table: str) -> bool:
+    """True: load `table` on the main connection alone, in the backup's row order."""
+    try:
+        return bool(conn.execute(_MATVIEW_READS, (table,)).fetchone()[0])
+    except psycopg.Error:
+        return False  # a server without these catalogs has no such views to keep
 
 
 _SESSION_SET = re.compile(r"(?is)^SET\s+(SESSION\s+)?[a-z_][a-z0-9_]*\s*(=|TO)\s*[^;]*$")

@@ -22,7 +22,7 @@ from .replay import load
 from .s3 import Storage
 from .source import resolve
 from .swap_views import HoldBack
-from .swapping import rollback_statements, swap_in, wait_for_clients
+from .swapping import refresh_materialized_views, rollback_statements, swap_in, wait_for_clients
 
 
 @dataclass
@@ -92,6 +92,7 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
         except BaseException:
             drop_quietly(conn, sql, scratch, config=config)
             raise
+        refresh_materialized_views(config, live, loaded.refreshes)
         dropped = keep_previous(conn, sql, live, config.restore_keep_previous, config)
 
     kept = previous if live_exists and previous not in dropped else None

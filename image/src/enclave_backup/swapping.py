@@ -74,6 +74,25 @@ def swap_in(config: Config, conn, sql, live: str, scratch: str, previous: str | 
         swap(conn, sql, live, scratch, previous)
 
 
+def refresh_materialized_views(config: Config, live: str, statements: list[str]) -> None:
+    """The load filled materialized views under the scratch database's name, so one over
+    current_database() shows that name: refreshed again once the database has its own, in the
+    script's (dependency) order. The restore is done by now: a failure here only warns."""
+    if not statements:
+        return
+    logger = log.get()
+    try:
+        with db.connect(config, dbname=live, autocommit=True) as conn:
+            conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")  # as the script ran them
+            for statement in statements:
+                conn.execute(statement)
+    except (psycopg.Error, DatabaseError) as exc:
+        logger.warning("could not refresh the materialized views under the database's name; they hold what "
+                       "they got in the scratch database", database=live, error=db.describe(exc, live))
+        return
+    logger.info("materialized views refreshed under the database's name", database=live, views=len(statements))
+
+
 def swap(conn, sql, live: str, scratch: str, previous: str | None) -> None:
     """live -> previous, scratch -> live. Retries while a client slips in between (PostgreSQL)."""
     deadline = time.monotonic() + SWAP_RETRY_SECONDS

@@ -306,3 +306,73 @@ def test_materialized_views_match_the_original_after_a_restore_on_two_connection
         assert [conn.execute(f"SELECT * FROM {v}").fetchall() for v in ("totals", "via_view")] == before
         assert conn.execute("SELECT db FROM whoami").fetchall() == [(dbname,)]
         assert conn.execute("SELECT shout FROM on_whoami").fetchall() == [(dbname + "!",)]
+
+
+# --- a server restart during the load -----------------------------------------------------------
+
+def _restart(server) -> None:
+    server.stop("fast")  # ends every session, as a failover or an upgrade does
+    server.start()
+
+
+def _loading(event: dict) -> bool:
+    return event.get("event") == "restore progress" and event.get("rows", 0) > 0
+
+
+@pytest.fixture
+def restartable():
+    """A server of its own: these tests restart it."""
+    from devkit.pgserver import start_server
+    server = start_server()
+    yield server
+    server.stop()
+
+
+def _slow_to_load(server, dbname: str) -> None:
+    server.recreate_database(dbname)
+    with server.connect(dbname) as conn:
+        conn.execute("CREATE TABLE big AS SELECT g AS id, md5(g::text) || repeat('x', 300) AS v "
+                     "FROM generate_series(1, 700000) g")
+
+
+def test_a_server_restart_mid_load_is_survived_by_one_more_attempt(restartable, moto, bucket, cli_env):
+    from tests.integration.test_backup_failures import Running
+    server, dbname = restartable, "restarts"
+    _slow_to_load(server, dbname)
+    env = {**cli_env, **server.env(dbname), "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.2"}
+    key = backup(env)
+    with server.connect(dbname) as conn:
+        conn.execute("DELETE FROM big WHERE id > 10")  # what the restore must undo
+
+    run = Running(env, "restore", "--object", key)
+    run.wait_for(_loading)
+    _restart(server)
+    result = run.finish(timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("the connection to the database server was lost during the restore (did it restart?); "
+                        "its scratch database was dropped, trying once more")
+    assert [e["key"] for e in result.events if e["event"] == "restore complete"] == [key]
+    assert not _leftovers(server, dbname) and not [d for d in server.databases() if "_restoring_" in d]
+    with server.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 700000
+
+
+def test_a_second_restart_fails_the_restore_without_leaving_a_scratch_database(restartable, moto, bucket, cli_env):
+    from tests.integration.test_backup_failures import Running
+    server, dbname = restartable, "restarts"
+    _slow_to_load(server, dbname)
+    env = {**cli_env, **server.env(dbname), "ENCLAVE_BACKUP_PROGRESS_SECONDS": "0.2"}
+    key = backup(env)
+
+    run = Running(env, "restore", "--object", key, "--force")
+    run.wait_for(_loading)
+    _restart(server)
+    run.wait_for(lambda e: e.get("event", "").startswith("the connection to the database server was lost"))
+    run.wait_for(_loading)
+    _restart(server)
+    result = run.finish(timeout=300)
+    assert result.returncode == 3, result.stdout + result.stderr
+    assert len([e for e in result.events if e["event"] == "scratch database dropped"]) == 2
+    assert not [d for d in server.databases() if "_restoring_" in d]
+    with server.connect(dbname) as conn:  # the live database untouched
+        assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 700000

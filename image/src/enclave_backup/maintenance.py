@@ -113,7 +113,11 @@ def drop_quietly(conn, sql, name: str, kind: str = "scratch database", later: st
                  config: Config | None = None) -> None:
     """Drop `name` after a failure or a verify: an error here only logs (`later` run drops it)."""
     try:
-        drop_database(conn, sql, name, True, config)
+        if conn.broken and config is not None:  # the server restarted or the session was ended
+            with db.connect(config, dbname=sql.maintenance_databases[0], autocommit=True) as fresh:
+                drop_database(fresh, sql, name, True, config)
+        else:
+            drop_database(conn, sql, name, True, config)
         log.get().info(f"{kind} dropped", scratch=name)
     except Exception as exc:  # noqa: BLE001 - the original error or the verdict matters more
         log.get().error(f"could not drop the {kind}; {later} drops it", scratch=name, error=log.scrub(str(exc)))

@@ -11,12 +11,16 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+import psycopg
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt
+
 from . import db, log
 from .clock import utcnow
 from .config import Config
 from .dialects import marker, parse_marker
 from .errors import DatabaseError
 from .maintenance import connect_maintenance, drop_leftovers, drop_quietly, keep_previous
+from .manifest import Manifest
 from .names import STAMP, previous_name, scratch_name
 from .replay import load
 from .s3 import Storage
@@ -52,7 +56,31 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
     key, manifest = resolve(storage, config, object_key)
     logger.info("restore started", key=key, database=config.database, engine=manifest.engine,
                 stored_size=manifest.stored_size, uncompressed_size=manifest.uncompressed_size, force=force)
+    # A server that restarts (failover, upgrade, OOM) ends every session: the scratch database is
+    # dropped over a new connection and the restore runs once more from the start.
+    attempts = Retrying(stop=stop_after_attempt(2), retry=retry_if_exception_type(_ConnectionLost), reraise=True,
+                        before_sleep=lambda state: logger.warning(
+                            "the connection to the database server was lost during the restore (did it restart?); "
+                            "its scratch database was dropped, trying once more",
+                            error=str(state.outcome.exception())))
+    return attempts(_restore, config, storage, key, manifest, started)
 
+
+class _ConnectionLost(DatabaseError):
+    """A restore failed with the maintenance connection gone too: the server went away."""
+
+
+def _alive(conn) -> bool:
+    try:
+        conn.execute("SELECT 1")
+        return True
+    except psycopg.Error:
+        return False
+
+
+def _restore(config: Config, storage: Storage, key: str, manifest: Manifest, started: float) -> RestoreSummary:
+    logger = log.get()
+    force = config.restore_force
     conn, sql = connect_maintenance(config, manifest)
     with conn:
         live = config.database
@@ -89,8 +117,11 @@ def run_restore(config: Config, object_key: str = "latest") -> RestoreSummary:
                 sql.write_marker(conn, scratch, marker(key, manifest.sha256, utcnow().isoformat()))
             wait_for_clients(config, conn, sql, live if live_exists else None)
             swap_in(config, conn, sql, live, scratch, previous if live_exists else None, loaded.deferred)
-        except BaseException:
-            drop_quietly(conn, sql, scratch, config=config)
+        except BaseException as exc:
+            lost = isinstance(exc, DatabaseError) and not _alive(conn)
+            drop_quietly(conn, sql, scratch, config=config)  # over a new connection if this one is gone
+            if lost:
+                raise _ConnectionLost(str(exc)) from None
             raise
         refresh_materialized_views(config, live, loaded.refreshes)
         dropped = keep_previous(conn, sql, live, config.restore_keep_previous, config)

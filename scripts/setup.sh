@@ -10,6 +10,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 missing=()
 [[ -x /usr/lib/postgresql/15/bin/initdb ]] || missing+=(postgresql-15)
 command -v pg_dump >/dev/null || missing+=(postgresql-client-15)
+# PostGIS: its configuration table (spatial_ref_sys) is what verify's extension-table counting is tested on.
+[[ -f /usr/share/postgresql/15/extension/postgis.control ]] || missing+=(postgresql-15-postgis-3)
 command -v unzip >/dev/null || missing+=(unzip)
 command -v runuser >/dev/null || missing+=(util-linux)
 # Ceph RGW, the real S3 implementation the end-to-end tests run against (scripts/rgw.sh).

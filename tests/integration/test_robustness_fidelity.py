@@ -376,3 +376,39 @@ def test_a_second_restart_fails_the_restore_without_leaving_a_scratch_database(r
     assert not [d for d in server.databases() if "_restoring_" in d]
     with server.connect(dbname) as conn:  # the live database untouched
         assert conn.execute("SELECT count(*) FROM big").fetchone()[0] == 700000
+
+
+# --- extension configuration tables: what the dump wrote against what it restored -----------------
+
+POSTGIS = "/usr/share/postgresql/15/extension/postgis.control"  # Debian's postgresql-15-postgis-3 (setup.sh)
+
+
+def test_verify_counts_a_postgis_database_s_spatial_ref_sys_like_the_dump_does(pg, moto, bucket, dbname, cli_env):
+    import os
+    assert os.path.exists(POSTGIS), "PostGIS is missing: run scripts/setup.sh (installs postgresql-15-postgis-3)"
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE EXTENSION postgis")
+        # One spatial reference system of the user's own: the only row of spatial_ref_sys pg_dump writes.
+        conn.execute("INSERT INTO spatial_ref_sys (srid, auth_name, auth_srid, proj4text) "
+                     "VALUES (910001, 'local', 1, '+proj=longlat +datum=WGS84 +no_defs')")
+        conn.execute("CREATE TABLE places (id int, at geometry(Point, 910001))")
+        conn.execute("INSERT INTO places VALUES (1, ST_SetSRID(ST_MakePoint(8.5, 47.4), 910001))")
+        shipped = conn.execute("SELECT count(*) FROM spatial_ref_sys").fetchone()[0]
+    key = backup(cli_env)
+    manifest = _manifest(moto, bucket, key)
+    assert manifest["tables"]["public.spatial_ref_sys"] == 1 and manifest["tables"]["public.places"] == 1
+
+    verified = run_cli(cli_env, "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    restored = run_cli(cli_env, "restore", "--object", key)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM spatial_ref_sys").fetchone()[0] == shipped
+        assert conn.execute("SELECT ST_SRID(at) FROM places").fetchall() == [(910001,)]
+
+    # A user row lost from the configuration table is still found.
+    manifest["tables"]["public.spatial_ref_sys"] = 2
+    _put_manifest(moto, bucket, key, manifest)
+    failed = run_cli(cli_env, "verify")
+    assert failed.returncode == 5, failed.stdout + failed.stderr
+    assert "public.spatial_ref_sys has 1, manifest says 2" in failed.event("verify failed")["error"]

@@ -234,10 +234,14 @@ CHECK = {
                  b"md5(obj_description('\"caf\xc3\xa9\"'::regclass, 'pg_class')) FROM \"caf\xc3\xa9\" t;\n",
 }
 for _encoding, _query in ENCODED.items():
+    _table = _query.split(b"CREATE TABLE ", 1)[1].split(b" (", 1)[0]
     if _encoding not in CHECK:
-        _table = _query.split(b"CREATE TABLE ", 1)[1].split(b" (", 1)[0]
         CHECK[_encoding] = (b"SET client_encoding = 'UTF8';\nSELECT md5(string_agg(t::text, '|' ORDER BY n)) || md5("
                             b"obj_description('" + _table + b"'::regclass, 'pg_class')) FROM " + _table + b" t;\n")
+    # A materialized view named in the database's encoding: restore refreshes it by that name.
+    _view = b'"v ' + _table[1:]
+    ENCODED[_encoding] += b"CREATE MATERIALIZED VIEW " + _view + b" AS SELECT count(*) AS n FROM " + _table + b";\n"
+    CHECK[_encoding] += CHECK[_encoding].split(b"\n", 1)[0] + b"\nSELECT n FROM " + _view + b";\n"
 
 
 @pytest.mark.parametrize("encoding", sorted(ENCODED))
@@ -260,8 +264,9 @@ def test_non_utf8_databases_round_trip_by_hand_and_by_restore(pg, moto, bucket, 
     assert replay.returncode == 0, replay.stderr.decode(errors="replace")
     assert _psql_value(pg, target, CHECK[encoding]) == before
 
-    restore(cli_env, "--force")
+    restored = restore(cli_env, "--force")
     assert _psql_value(pg, dbname, CHECK[encoding]) == before
+    assert restored.event("materialized views refreshed under the database's name")["views"] == 1
     assert rows(pg, "postgres", f"SELECT pg_encoding_to_char(encoding) FROM pg_database WHERE datname = '{dbname}'") \
         == [(encoding,)]
 

@@ -37,7 +37,8 @@ class Loaded:
     connections: int = 1  # most connections that loaded one table's rows at once
     copying: CopyBlock | None = None  # the COPY block being loaded
     deferred: list[str] = field(default_factory=list)  # statements to run after the swap
-    refreshes: list[str] = field(default_factory=list)  # REFRESH MATERIALIZED VIEW, in the script's order
+    # REFRESH MATERIALIZED VIEW as written, with the client_encoding it was written in, in the script's order
+    refreshes: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 class ObjectStream:
@@ -117,7 +118,7 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
             try:
                 if isinstance(item, CopyBlock):
                     loaded.table, loaded.copying = _copy_table(statement.sql), item
-                    if fanout is not None and not _read_by_materialized_view(conn, loaded.table):
+                    if fanout is not None and not _read_by_materialized_view(conn, statement.data):
                         fanout.copy(conn, statement.data, item)
                     else:
                         with cur.copy(statement.data) as copy:
@@ -132,7 +133,7 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                     cur.execute(statement.data)
                     loaded.rows += _inserted(cur)
                     if _REFRESH.match(statement.sql):
-                        loaded.refreshes.append(statement.sql)
+                        loaded.refreshes.append((conn.info.parameter_status("client_encoding"), statement.data))
             except psycopg.errors.UndefinedObject as exc:
                 if not _SESSION_SET.match(statement.sql):
                     _statement_failed(stream, statement, exc, scratch)
@@ -164,10 +165,14 @@ SELECT EXISTS (SELECT FROM readers x JOIN pg_catalog.pg_class c ON c.oid = x.oid
 """
 
 
-def _read_by_materialized_view(conn, table: str) -> bool:
-    """True: load `table` on the main connection alone, in the backup's row order."""
+def _read_by_materialized_view(conn, copy: bytes) -> bool:
+    """True: load the table of this COPY on the main connection alone, in the backup's row order."""
     try:
+        # The name is in the script's client_encoding, which the connection now speaks too.
+        table = _copy_table(copy.decode(conn.info.encoding))
         return bool(conn.execute(_MATVIEW_READS, (table,)).fetchone()[0])
+    except (UnicodeError, LookupError):
+        return True  # a name we cannot read back: the serial load is right for every table
     except psycopg.Error:
         return False  # a server without these catalogs has no such views to keep
 

@@ -74,7 +74,7 @@ def swap_in(config: Config, conn, sql, live: str, scratch: str, previous: str | 
         swap(conn, sql, live, scratch, previous)
 
 
-def refresh_materialized_views(config: Config, live: str, statements: list[str]) -> None:
+def refresh_materialized_views(config: Config, live: str, statements: list[tuple[str, bytes]]) -> None:
     """The load filled materialized views under the scratch database's name, so one over
     current_database() shows that name: refreshed again once the database has its own, in the
     script's (dependency) order. The restore is done by now: a failure here only warns."""
@@ -84,7 +84,9 @@ def refresh_materialized_views(config: Config, live: str, statements: list[str])
     try:
         with db.connect(config, dbname=live, autocommit=True) as conn:
             conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")  # as the script ran them
-            for statement in statements:
+            for encoding, statement in statements:
+                # The statement's bytes are in the script's encoding (a name may be LATIN1, EUC_JP...).
+                conn.execute("SELECT pg_catalog.set_config('client_encoding', %s, false)", (encoding,))
                 conn.execute(statement)
     except (psycopg.Error, DatabaseError) as exc:
         logger.warning("could not refresh the materialized views under the database's name; they hold what "

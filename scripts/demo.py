@@ -118,6 +118,9 @@ def run(helm: str) -> None:
             say(f"endpoint {s3.endpoint}, bucket {release.BUCKET}")
             say(f"kubectl create secret generic {release.CREDENTIALS} "
                 f"--from-literal=AWS_ACCESS_KEY_ID={s3.access_key} --from-literal=AWS_SECRET_ACCESS_KEY=****")
+            say("openssl genpkey -algorithm ed25519 -out private.pem && openssl pkey -in private.pem -pubout "
+                f"-out public.pem && kubectl create secret generic {release.SIGNING_SECRET} "
+                "--from-file=private.pem --from-file=public.pem")
             secrets = release.user_secrets(s3.access_key, s3.secret_key, pg.password)
 
         def render(*extra: str):

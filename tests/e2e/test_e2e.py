@@ -84,6 +84,10 @@ def test_backup_restore_by_key_and_latest(helm, store, malbork, prefix):
     manifest = json.loads(s3.get_object(Bucket=BUCKET, Key=key + ".manifest.json")["Body"].read())
     assert manifest["database"] == DB and manifest["engine"] == "postgresql"
     assert manifest["sha256"] == hashlib.sha256(body).hexdigest() and manifest["stored_size"] == len(body)
+    # Signed with the private key the backup pod alone mounts from the signing Secret.
+    assert manifest["signature"]["algorithm"] == "ed25519"
+    assert result.env["ENCLAVE_BACKUP_SIGNING_KEY_FILE"].endswith("/private.pem")
+    assert "ENCLAVE_BACKUP_SIGNING_PUBLIC_KEY_FILE" not in result.env
     assert result.event("backup complete")["key"] == key
     # The credentials reached the program only through the Secret, and never its logs.
     assert result.env["AWS_SECRET_ACCESS_KEY"] == store.secret_key and store.secret_key not in result.logs
@@ -143,6 +147,21 @@ def test_backup_pod_without_the_secret_does_not_start(helm, store, malbork, pref
     assert result.reason == "CreateContainerConfigError" and result.exit_code is None
     assert result.message == 'secret "enclave-manager-backup-credentials" not found'
     assert backups(store, prefix) == []
+
+
+def test_restore_without_the_signing_secret_does_not_start_and_changes_nothing(helm, store, malbork, prefix):
+    key, _ = run_backup(helm, store, malbork, prefix)
+    live = state(malbork)
+    objects = render(helm, store.endpoint, prefix, f"enclaveos-chart.restore.fromObject={key}")
+    # The user deleted the signing Secret: the restore pod cannot mount the public key.
+    without = [s for s in user_secrets(store.access_key, store.secret_key, malbork.password)
+               if s["metadata"]["name"] != "enclave-backup-signing"]
+    r = runner(objects, without, malbork.port)
+    result = r.run(r.hook_job())
+    assert result.reason == "CreateContainerConfigError" and result.exit_code is None
+    assert result.message == ('MountVolume.SetUp failed for volume "signing-public-key" : '
+                              'secret "enclave-backup-signing" not found')
+    assert state(malbork) == live
 
 
 def test_rendered_pods_use_the_documented_values(helm, store, malbork, prefix):

@@ -3,7 +3,7 @@
 Environment, `$(VAR)` expansion, Secret lookups and service names come from PodRunner
 (devkit.podrunner); this adds what running from the virtualenv leaves out: the image
 itself (its ENV, PATH and files), the pod's security context (user and group, read-only
-root filesystem, capabilities, no-new-privileges, seccomp), its emptyDir volumes, its
+root filesystem, capabilities, no-new-privileges, seccomp), its emptyDir, Secret and ConfigMap volumes, its
 memory and CPU limits, and PID 1 receiving the signals. The network is the host's, so the
 loopback test servers are reachable at the addresses PodRunner maps services to.
 
@@ -223,8 +223,7 @@ class ImagePodRunner(PodRunner):
             opts += ["--cpus", cpus(limits["cpu"])]
         return opts
 
-    @staticmethod
-    def _volumes(spec: dict, c: dict, root: Path) -> list[str]:
+    def _volumes(self, spec: dict, c: dict, root: Path) -> list[str]:
         volumes = {v["name"]: v for v in spec.get("volumes") or []}
         opts = []
         for m in c.get("volumeMounts") or []:
@@ -232,7 +231,13 @@ class ImagePodRunner(PodRunner):
             if vol is None:
                 raise ContainerConfigError(f"volumeMount {m['name']!r} names no volume of the pod")
             if "emptyDir" not in vol:
-                raise ContainerConfigError(f"volume {m['name']!r}: only emptyDir volumes are run here")
+                # Secret and ConfigMap files: written here as the kubelet writes them, always read-only.
+                path = root / "volumes" / m["name"]
+                path.mkdir(parents=True, exist_ok=True)
+                path.chmod(0o755)
+                self.fill_volume(vol, path, (spec.get("securityContext") or {}).get("fsGroup"))
+                opts += ["--volume", f"{path}:{m['mountPath']}:ro"]
+                continue
             if (vol["emptyDir"] or {}).get("medium") == "Memory":
                 opts += ["--tmpfs", f"{m['mountPath']}:rw,mode=1777"]
                 continue

@@ -385,9 +385,14 @@ class PodRunner:
             return PodResult(wl, "CreateContainerConfigError", None, message=str(exc))
 
         with tempfile.TemporaryDirectory(prefix=f"pod-{wl.pod_name}-") as root:
-            scratch = self._empty_dirs(wl.pod_spec, c, Path(root))
+            try:
+                scratch = self._mounts(wl.pod_spec, c, Path(root))
+            except ContainerConfigError as exc:
+                return PodResult(wl, "CreateContainerConfigError", None, message=str(exc))
             env = {**self._image_env(scratch), "HOSTNAME": wl.pod_name,
-                   **{k: self._local_path(v, scratch) if k == "PATH" else v for k, v in declared.items()}}
+                   # PATH and paths into the pod's volumes (a mounted key file) to their stand-ins here.
+                   **{k: self._local_path(v, scratch) if k == "PATH" or v.startswith("/") else v
+                      for k, v in declared.items()}}
             env = self.resolve_env(env)
             # The kubelet expands command/args with the declared variables only (not the image's).
             if c.get("command"):
@@ -406,15 +411,48 @@ class PodRunner:
                 cwd = root
             return self._exec(wl, [exe, *argv[1:]], env, cwd, echo, timeout)
 
-    def _empty_dirs(self, spec: dict, c: dict, root: Path) -> dict[str, Path]:
-        empty = {v["name"] for v in spec.get("volumes") or [] if "emptyDir" in v}
+    def _mounts(self, spec: dict, c: dict, root: Path) -> dict[str, Path]:
+        """Each mount of the container to a local directory: emptyDirs empty, Secret and
+        ConfigMap volumes filled as the kubelet fills them."""
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
         out = {}
         for m in c.get("volumeMounts") or []:
-            if m["name"] in empty:
-                path = root / m["name"]
-                path.mkdir(exist_ok=True)
-                out[m["mountPath"]] = path
+            vol = volumes.get(m["name"])
+            if vol is None:
+                raise ContainerConfigError(f"volumeMount {m['name']!r} names no volume of the pod")
+            path = root / m["name"]
+            path.mkdir(exist_ok=True)
+            if "emptyDir" not in vol:
+                self.fill_volume(vol, path, (spec.get("securityContext") or {}).get("fsGroup"))
+            out[m["mountPath"]] = path
         return out
+
+    def fill_volume(self, vol: dict, path: Path, fs_group: int | None) -> None:
+        """Write a secret or configMap volume's files into `path`: its items (else every key),
+        with the item's mode or the volume's defaultMode, group-owned by fsGroup. A missing
+        object or key keeps the pod from starting, as Kubernetes' FailedMount does."""
+        kind, source = ("Secret", vol["secret"]) if "secret" in vol else \
+            ("ConfigMap", vol.get("configMap")) if "configMap" in vol else (None, None)
+        if kind is None:
+            raise ContainerConfigError(f"volume {vol['name']!r}: only emptyDir, secret and configMap volumes are run here")
+        name = source.get("secretName") if kind == "Secret" else source.get("name")
+        data = self._data(kind, name or "")
+        if data is None:
+            raise ContainerConfigError(f'MountVolume.SetUp failed for volume "{vol["name"]}" : '
+                                       f'{kind.lower()} "{name}" not found')
+        items = source.get("items") or [{"key": k, "path": k} for k in data]
+        for item in items:
+            if item["key"] not in data:
+                raise ContainerConfigError(f'MountVolume.SetUp failed for volume "{vol["name"]}" : configmap '
+                                           f'references non-existent config key: {item["key"]}' if kind == "ConfigMap"
+                                           else f'MountVolume.SetUp failed for volume "{vol["name"]}" : '
+                                           f'references non-existent secret key: {item["key"]}')
+            target = path / item["path"]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data[item["key"]].encode())
+            target.chmod(item.get("mode", source.get("defaultMode", 0o644)))
+            if fs_group is not None and os.geteuid() == 0:
+                os.chown(target, 0, fs_group)
 
     def _exec(self, wl, argv, env, cwd, echo, timeout) -> PodResult:
         start = time.monotonic()

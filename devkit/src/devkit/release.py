@@ -9,6 +9,7 @@ secretKeyRef, the engine left to `auto`) rendered by the chart rather than patch
 
 from __future__ import annotations
 
+import functools
 import shlex
 import subprocess
 
@@ -18,6 +19,7 @@ from .helm import binary as helm_binary
 from .imagerunner import ImagePodRunner
 from .paths import REPO
 from .podrunner import PodRunner, secret
+from .signingkeys import signing_secret_data
 
 UMBRELLA = REPO / "charts" / "data-shield"
 
@@ -26,6 +28,7 @@ NAMESPACE = "apps"
 BUCKET = "acme-enclave-manager-backups"          # <orgname>-enclave-manager-backups
 CREDENTIALS = "enclave-manager-backup-credentials"
 DB_SECRET = "malbork-db"
+SIGNING_SECRET = "enclave-backup-signing"        # README: the key pair that signs every manifest
 DB_SERVICE, DB_PORT = "postgres.databases", 5432  # a PostgreSQL Service in namespace "databases"
 BACKUP_CRONJOB = f"{RELEASE}-enclaveos-backup"   # other CronJobs may render beside it
 
@@ -39,6 +42,10 @@ def doc_flags(endpoint: str, prefix: str) -> list[str]:
         f"global.S3.HmacSecretName={CREDENTIALS}",
         f"enclaveos-chart.Backup.S3Prefix={prefix}",
     ]
+
+
+# Signed backups, as README's install section sets them up.
+SIGNING_FLAGS = [f"enclaveos-chart.Backup.Signing.SecretName={SIGNING_SECRET}"]
 
 
 # What the chart needs besides: the Manager's image (no default) and the database.
@@ -58,7 +65,7 @@ DB_FLAGS = [
 
 def helm_command(helm: str, endpoint: str, prefix: str, *extra: str) -> list[str]:
     cmd = [str(helm_binary(helm)), "template", RELEASE, str(UMBRELLA), "--namespace", NAMESPACE]
-    for flag in [*doc_flags(endpoint, prefix), *REQUIRED_FLAGS, *DB_FLAGS, *extra]:
+    for flag in [*doc_flags(endpoint, prefix), *REQUIRED_FLAGS, *SIGNING_FLAGS, *DB_FLAGS, *extra]:
         cmd += ["--set", flag]
     return cmd
 
@@ -75,9 +82,16 @@ def shell_line(cmd: list[str]) -> str:
 
 
 def user_secrets(access_key: str, secret_key: str, db_password: str) -> list[dict]:
-    """What the user creates with kubectl before installing (the documented credentials Secret)."""
+    """What the user creates with kubectl before installing (the documented credentials Secret,
+    the database password, the signing key pair: one pair per process, so every render agrees)."""
     return [secret(CREDENTIALS, {"AWS_ACCESS_KEY_ID": access_key, "AWS_SECRET_ACCESS_KEY": secret_key}, NAMESPACE),
-            secret(DB_SECRET, {"password": db_password}, NAMESPACE)]
+            secret(DB_SECRET, {"password": db_password}, NAMESPACE),
+            secret(SIGNING_SECRET, _signing_pair(), NAMESPACE)]
+
+
+@functools.cache
+def _signing_pair() -> dict[str, str]:
+    return signing_secret_data()
 
 
 def runner(objects: list[dict], secrets: list[dict], pg_port: int, kind: type[PodRunner] = PodRunner) -> PodRunner:

@@ -22,15 +22,22 @@ class SigningKeys:
         return serialization.load_pem_private_key(self.private.read_bytes(), password=None)
 
 
-def make_signing_keys(directory: Path) -> SigningKeys:
+def signing_secret_data() -> dict[str, str]:
+    """A new key pair as the Secret Backup.Signing.SecretName names holds it."""
     key = Ed25519PrivateKey.generate()
+    return {"private.pem": key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                             serialization.NoEncryption()).decode(),
+            "public.pem": key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                        serialization.PublicFormat.SubjectPublicKeyInfo).decode()}
+
+
+def make_signing_keys(directory: Path) -> SigningKeys:
+    pems = signing_secret_data()
     directory.mkdir(parents=True, exist_ok=True)
     private, public = directory / "private.pem", directory / "public.pem"
-    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
+    private.write_text(pems["private.pem"])
     private.chmod(0o600)
-    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    public.write_text(pems["public.pem"])
     return SigningKeys(private, public)
 
 

@@ -176,7 +176,7 @@ def test_rendered_pods_use_the_documented_values(helm, store, malbork, prefix):
     assert env["PGHOST"] == "postgres.databases.svc.cluster.local" and env["PGPORT"] == "5432"
     assert env["PGPASSWORD"] == malbork.password   # from Secret malbork-db via secretKeyRef
     routed = r.resolve_env(env)
-    assert (routed["PGHOST"], routed["PGPORT"]) == ("127.0.0.1", str(malbork.port))
+    assert (routed["PGHOST"], routed["PGHOSTADDR"], routed["PGPORT"]) == (env["PGHOST"], "127.0.0.1", str(malbork.port))
     # The Job's activeDeadlineSeconds is what the runner enforces.
     assert wl.deadline == cron["spec"]["jobTemplate"]["spec"]["activeDeadlineSeconds"] == 21600
 

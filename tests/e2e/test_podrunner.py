@@ -214,7 +214,7 @@ def test_service_names_of_the_release_map_to_loopback():
                                   {"name": "AWS_ENDPOINT_URL", "value": "http://minio.storage.svc:9000/"},
                                   {"name": "OTHER", "value": "http://minio.storage:9001"}]),
                          services=services))
-        assert (env["PGHOST"], env["PGPORT"]) == ("127.0.0.1", "40001")
+        assert (env["PGHOST"], env["PGHOSTADDR"], env["PGPORT"]) == (host, "127.0.0.1", "40001")
         assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:40002/"
         assert env["OTHER"] == "http://minio.storage:9001"       # another port: not that service
     # The bare name only resolves inside the service's own namespace.

@@ -163,7 +163,8 @@ def test_round_trip_is_a_standard_age_file(age_id, sizes):
     sealed = _encrypt([age_id.to_public()], pieces)
     assert sealed.startswith(b"age-encryption.org/v1\n")
     assert pyrage.decrypt(sealed, [age_id]) == plain
-    for size in (1, 4096, 1 << 20):
+    # One-byte reads cost a thread hand-off each: over small files only (the store reads 256 KiB).
+    for size in (1, 4096, 1 << 20) if len(sealed) < 1 << 17 else (4096, 1 << 20):
         got = list(decrypted([age_id], _split(sealed, size)))
         assert b"".join(got) == plain
         assert all(len(piece) <= 2 * encryption.PIECE_BYTES for piece in got)

@@ -20,7 +20,7 @@ SCRIPT = b"""-- enclave-backup dump
 CREATE TABLE public.parent (x INT8, note TEXT);
 INSERT INTO "public"."parent" ("x", "note") VALUES ('1'::INT8, e'a\\nb'::TEXT), ('2'::INT8, NULL);
 INSERT INTO "public"."parent" ("x", "note") VALUES ('3'::INT8, 'CREATE VIEW is data here'::TEXT);
-SELECT 1 AS "CREATE VIEW";
+COMMENT ON TABLE public.parent IS 'CREATE VIEW';
 -- views
 CREATE VIEW public.v (x) AS SELECT x FROM public.parent;
 COMMENT ON VIEW public.v IS 'kept for the swap';

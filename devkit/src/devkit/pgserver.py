@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,6 +91,32 @@ class PgServer:
                        check=True, stdout=subprocess.DEVNULL)
         self.proc_started = True
         return self
+
+    def require_tls(self, cert_pem: bytes, key_pem: bytes, ca_pem: bytes, name: str) -> "PgServer":
+        """Serve TLS with this certificate (for `name`, signed by `ca_pem`) and refuse every connection
+        over TCP without it; returns once new connections get this certificate."""
+        for file, data, mode in (("server.crt", cert_pem, 0o644), ("server.key", key_pem, 0o600)):
+            path = self.data / file
+            path.write_bytes(data)
+            path.chmod(mode)
+            if os.geteuid() == 0:
+                shutil.chown(path, "postgres")
+        (self.data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+                                               "host all all 0.0.0.0/0 reject\n")
+        ca = self.root / "client-ca.crt"
+        ca.write_bytes(ca_pem)
+        with self.connect() as conn:
+            conn.execute("ALTER SYSTEM SET ssl = on")
+            conn.execute("SELECT pg_reload_conf()")
+        for _ in range(100):  # the reload is signalled, not waited for
+            try:
+                psycopg.connect(host=name, hostaddr="127.0.0.1", port=self.port, user=self.user,
+                                password=self.password, dbname="postgres", sslmode="verify-full",
+                                sslrootcert=str(ca)).close()
+                return self
+            except psycopg.OperationalError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the server did not start serving the certificate for {name}")
 
     def stop(self, mode: str = "fast") -> None:
         if self.proc_started:

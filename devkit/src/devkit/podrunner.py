@@ -350,7 +350,12 @@ class PodRunner:
             port_var = name[:-4] + "PORT"
             port = env.get(port_var) or ("5432" if name == "PGHOST" else "")
             if port.isdigit() and (target := self._route(host, int(port))) is not None:
-                out[name], out[port_var] = LOOPBACK, str(target)
+                if name == "PGHOST":
+                    # libpq connects to PGHOSTADDR and checks the certificate against PGHOST (verify-full),
+                    # as in the cluster, where DNS resolves the name.
+                    out["PGHOSTADDR"], out[port_var] = LOOPBACK, str(target)
+                else:
+                    out[name], out[port_var] = LOOPBACK, str(target)
         return out
 
     # -- running --

@@ -16,6 +16,9 @@ from .errors import ConfigError, DatabaseError, NoSuchDatabase
 _PERMANENT_SQLSTATES = {"28P01", "28000", "3D000", "42501", "08004"}
 _PERMANENT_PHRASES = ("password authentication failed", "does not exist", "no pg_hba.conf entry",
                       "permission denied", "role", "authentication")
+# libpq's words when the server's certificate cannot be checked: a retry gets the same certificate.
+_TLS_PHRASES = ("certificate verify failed", "does not match host name", "root certificate file",
+                "server does not support ssl", "certificate present, but not private key")
 
 
 def is_missing_database(exc: Exception) -> bool:
@@ -37,6 +40,10 @@ def describe(exc: Exception, database: str) -> str:
     if sqlstate in ("28P01", "28000") or "authentication failed" in text or "password" in text:
         return (f"the database server rejected the login ({text}); check PGUSER and the password "
                 "Secret")
+    if any(phrase in text.lower() for phrase in _TLS_PHRASES):
+        return (f"the database server's certificate could not be checked ({text}); the CA in PGSSLROOTCERT "
+                "(Helm value externalDatabase.caSecretName, or CockroachDB.Tls for the chart's own CockroachDB) must "
+                "be the one that signed it, and PGHOST a name the certificate holds")
     return text
 
 
@@ -46,7 +53,7 @@ def _transient(exc: BaseException) -> bool:
     if getattr(exc, "sqlstate", None) in _PERMANENT_SQLSTATES:
         return False
     text = str(exc).lower()
-    return not any(phrase in text for phrase in _PERMANENT_PHRASES)
+    return not any(phrase in text for phrase in (*_PERMANENT_PHRASES, *_TLS_PHRASES))
 
 
 def connect(config: Config, *, dbname: str | None = None, autocommit: bool = False) -> psycopg.Connection:

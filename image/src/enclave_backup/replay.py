@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import db, encryption, log, readers
+from . import db, encryption, log, readers, screen
 from .compress import decompressed
 from .copyfanout import FanOut
 from .config import Config
@@ -114,6 +114,7 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                                             encryption.identities_for(config, key, manifest))) as stream:
         for item in split(stream.sql_chunks):
             statement = item.statement if isinstance(item, CopyBlock) else item
+            screen.check(statement)
             loaded.statements += 1
             try:
                 if isinstance(item, CopyBlock):
@@ -130,7 +131,8 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
                 elif defer is not None and defer(statement.sql):
                     loaded.deferred.append(statement.sql)
                 else:
-                    cur.execute(statement.data)
+                    # The extended protocol runs one statement only: nothing can ride along unscreened.
+                    cur.execute(statement.data, binary=True)
                     loaded.rows += _inserted(cur)
                     if _REFRESH.match(statement.sql):
                         loaded.refreshes.append((conn.info.parameter_status("client_encoding"), statement.data))

@@ -48,6 +48,10 @@ DUMPED = [
     "ALTER TABLE public.t CONFIGURE ZONE USING gc.ttlseconds = 90000",
     "CREATE EVENT TRIGGER e ON ddl_command_start EXECUTE FUNCTION public.f()",
     "-- a comment only",
+    # Monitoring views list directories; a materialized view may read another server.
+    "CREATE VIEW public.wal AS SELECT name, size FROM pg_catalog.pg_ls_waldir()",
+    "CREATE MATERIALIZED VIEW public.remote AS SELECT * FROM public.dblink('dbname=x', 'SELECT 1') AS t(x int) "
+    "WITH NO DATA",
 ]
 
 # Each reaches the server's files, programs, libraries, configuration or other databases.
@@ -73,7 +77,7 @@ REFUSED = {
     "CREATE VIEW public.v AS SELECT lo_export(16400, '/tmp/x')": "lo_export()",
     "CREATE TABLE public.t2 (x text DEFAULT \"pg_read_file\"('/etc/passwd'))": "pg_read_file()",
     "INSERT INTO public.t VALUES (1, lo_export(16400, '/tmp/x'))": "lo_export()",
-    "INSERT INTO public.t SELECT 1, dblink('host=evil', 'select 1')": "dblink()",
+    "INSERT INTO public.t VALUES (1, pg_catalog.pg_terminate_backend(42))": "pg_terminate_backend()",
     "CREATE ROLE evil SUPERUSER LOGIN PASSWORD 'x'": "whole server",
     "ALTER ROLE app SUPERUSER": "whole server",
     "ALTER USER app SET session_preload_libraries = '/tmp/x'": "whole server",

@@ -101,7 +101,7 @@ class PgServer:
             path.chmod(mode)
             if os.geteuid() == 0:
                 shutil.chown(path, "postgres")
-        (self.data / "pg_hba.conf").write_text("local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
+        (self.data / "pg_hba.conf").write_text("local all all scram-sha-256\nhostssl all all 127.0.0.1/32 scram-sha-256\n"
                                                "host all all 0.0.0.0/0 reject\n")
         ca = self.root / "client-ca.crt"
         ca.write_bytes(ca_pem)

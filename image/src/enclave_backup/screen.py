@@ -21,17 +21,15 @@ from .sqlscript import Statement
 ALLOWED_FIRST = {"set", "reset", "select", "create", "alter", "comment", "grant", "revoke", "copy", "insert",
                  "security", "refresh", "drop", "begin", "commit", "start", "truncate"}
 
-# Built-in functions that read or write the server's files, start programs, connect elsewhere
-# or act on other sessions: no dump calls them, nor writes them into a view, default, check or
-# index expression that the load evaluates.
+# Built-in functions that read or write the server's files or act on the server and its other
+# sessions: no dump calls them, nor writes them into a view, default, check or index expression
+# that the load evaluates. (Listing directories, pg_ls_*, and connecting out, dblink, are left to
+# the monitoring views and materialized views that legitimately use them.)
 SERVER_FUNCTIONS = {
-    "lo_import", "lo_export", "pg_read_file", "pg_read_binary_file", "pg_ls_dir", "pg_stat_file",
-    "pg_ls_logdir", "pg_ls_waldir", "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicalsnapdir",
-    "pg_ls_logicalmapdir", "pg_ls_replslotdir", "pg_ls_summariesdir", "pg_file_write", "pg_file_rename",
-    "pg_file_unlink", "pg_file_sync", "pg_logdir_ls", "pg_reload_conf", "pg_rotate_logfile",
-    "pg_terminate_backend", "pg_cancel_backend", "pg_promote", "pg_switch_wal", "pg_create_restore_point",
-    "pg_backup_start", "pg_backup_stop", "pg_start_backup", "pg_stop_backup", "pg_log_backend_memory_contexts",
-    "dblink", "dblink_exec", "dblink_connect", "dblink_connect_u", "dblink_send_query",
+    "lo_import", "lo_export", "pg_read_file", "pg_read_binary_file", "pg_file_write", "pg_file_rename",
+    "pg_file_unlink", "pg_file_sync", "pg_reload_conf", "pg_rotate_logfile", "pg_terminate_backend",
+    "pg_cancel_backend", "pg_promote", "pg_switch_wal", "pg_create_restore_point", "pg_backup_start",
+    "pg_backup_stop", "pg_start_backup", "pg_stop_backup", "pg_log_backend_memory_contexts",
 }
 _SERVER_FUNCTION_HINT = re.compile("|".join(sorted(SERVER_FUNCTIONS, key=len, reverse=True)), re.I)
 

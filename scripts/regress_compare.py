@@ -164,6 +164,7 @@ def main() -> int:
     args = parser.parse_args()
     work = Path(args.keep or tempfile.mkdtemp(prefix="regress-compare-")).resolve()
     work.mkdir(parents=True, exist_ok=True)
+    work.chmod(0o755)  # the server runs as `postgres` and must reach its directory inside
     regress = fetch_regress_tree(work)
     pg = start_server(str(work / "pg"))
     moto = MotoServer().start()

@@ -90,7 +90,7 @@ def test_restore_without_backups_still_gets_storage_settings(helm):
 
 def test_restore_needs_the_storage_settings(helm):
     err = render_error(helm, *MANAGER_IMAGE, "enclaveos-chart.restore.fromObject=latest")
-    assert "Bucket" in err and "Endpoint" in err and "HmacSecretName" in err
+    assert "global.S3.Endpoint is required because enclaveos-chart.restore.fromObject is set" in err, err
 
 
 def test_manager_is_held_at_zero_replicas_during_a_restore(helm):

@@ -25,6 +25,64 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- required "enclaveos-chart.externalDatabase.host is required when enclaveos-chart.cockroachdb.enabled is false" .Values.externalDatabase.host | trunc 0 -}}
 {{- end -}}
 {{- include "enclaveos-chart.validateTrust" . -}}
+{{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Backup.CronSchedule" .Values.Backup.CronSchedule) -}}
+{{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Verify.CronSchedule" .Values.Verify.CronSchedule) -}}
+{{- $tz := .Values.Backup.TimeZone -}}
+{{- if not (has $tz (splitList "\n" (.Files.Get "files/timezones.txt"))) -}}
+{{- fail (printf "enclaveos-chart.Backup.TimeZone=%q is not a time zone of the IANA database (tzdata): use a name such as Etc/UTC or Europe/Berlin (the list: timedatectl list-timezones)" $tz) -}}
+{{- end -}}
+{{- $e := .Values.global.S3.Endpoint -}}
+{{- if and (regexMatch "^[A-Za-z][A-Za-z0-9+.-]*://" $e) (not (regexMatch "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#\\s]+" $e)) -}}
+{{- fail (printf "global.S3.Endpoint=%q: the S3 API is spoken over http:// or https:// only; give an https:// URL (or a bare host name, which gets https://)" $e) -}}
+{{- else if and $e (not (regexMatch "^([Hh][Tt][Tt][Pp][Ss]?://)?([A-Za-z0-9.-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?(/[^\\s]*)?$" $e)) -}}
+{{- fail (printf "global.S3.Endpoint=%q is not a URL or host name: give https://host[:port] (or a bare host name)" $e) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A cron schedule as the CronJob controller reads it: five fields, each in its range, or a
+macro. Fails naming the value. Argument: (list "<value's path>" <schedule>); empty passes.
+*/}}
+{{- define "enclaveos-chart.checkCron" -}}
+{{- $path := index . 0 -}}
+{{- $expr := index . 1 | trim -}}
+{{- $how := "a schedule is five fields, minute hour day-of-month month day-of-week (e.g. \"30 2 * * *\"), or a macro such as @daily" -}}
+{{- if and $expr (not (regexMatch "^@(yearly|annually|monthly|weekly|daily|midnight|hourly)$" $expr)) -}}
+{{- $fields := regexSplit "[ \t]+" $expr -1 -}}
+{{- if ne (len $fields) 5 -}}
+{{- fail (printf "%s=%q has %d fields: %s" $path $expr (len $fields) $how) -}}
+{{- end -}}
+{{- $specs := list (list "minute" 0 59) (list "hour" 0 23) (list "day of month" 1 31) (list "month" 1 12) (list "day of week" 0 6) -}}
+{{- $names := list (dict) (dict) (dict) (dict "jan" "1" "feb" "2" "mar" "3" "apr" "4" "may" "5" "jun" "6" "jul" "7" "aug" "8" "sep" "9" "oct" "10" "nov" "11" "dec" "12") (dict "sun" "0" "mon" "1" "tue" "2" "wed" "3" "thu" "4" "fri" "5" "sat" "6") -}}
+{{- range $i, $field := $fields -}}
+{{- $spec := index $specs $i -}}
+{{- $what := index $spec 0 -}}
+{{- $lo := index $spec 1 -}}
+{{- $hi := index $spec 2 -}}
+{{- range $part := splitList "," (lower $field) -}}
+{{- $p := $part -}}
+{{- range $name, $number := index $names $i -}}
+{{- $p = replace $name $number $p -}}
+{{- end -}}
+{{- $wild := ternary "\\*|\\?" "\\*" (or (eq $i 2) (eq $i 4)) -}}
+{{- if not (regexMatch (printf "^(%s|[0-9]{1,2}(-[0-9]{1,2})?)(/[0-9]{1,3})?$" $wild) $p) -}}
+{{- fail (printf "%s=%q: %q is not a %s (a number, a range such as 1-5, a list such as 1,15, * or a step such as */15): %s" $path $expr $part $what $how) -}}
+{{- end -}}
+{{- $bounds := regexFindAll "[0-9]+" (regexReplaceAll "/.*$" $p "") -1 -}}
+{{- range $n := $bounds -}}
+{{- if or (lt (atoi $n) $lo) (gt (atoi $n) $hi) -}}
+{{- fail (printf "%s=%q: %s %s is out of range %d-%d" $path $expr $what $n $lo $hi) -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq (len $bounds) 2) (gt (atoi (index $bounds 0)) (atoi (index $bounds 1))) -}}
+{{- fail (printf "%s=%q: the %s range %s ends before it starts" $path $expr $what $part) -}}
+{{- end -}}
+{{- if hasSuffix "/0" $p -}}
+{{- fail (printf "%s=%q: a step of 0 in the %s field %q never advances" $path $expr $what $part) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{/*

@@ -21,8 +21,8 @@ ATTACKS = {
     "select-riding-on-setval": "SELECT pg_catalog.setval('public.everything_id_seq', 1, true), "
                                "pg_catalog.lo_export(pg_catalog.lo_from_bytea(0, 'x'), '{marker}');",
     "superuser-role": "CREATE ROLE intruder_{tag} SUPERUSER LOGIN PASSWORD 'x';",
-    "c-function-from-libc": "CREATE FUNCTION public.sh(cstring) RETURNS integer "
-                            "AS '/lib/x86_64-linux-gnu/libc.so.6', 'system' LANGUAGE c STRICT;",
+    "check-writing-a-file": "ALTER TABLE public.child ADD CONSTRAINT c CHECK "
+                            "(pg_catalog.lo_export(pg_catalog.lo_from_bytea(0, 'x'), '{marker}') > 0);",
 }
 
 

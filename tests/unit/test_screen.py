@@ -19,6 +19,10 @@ DUMPED = [
     "COMMENT ON EXTENSION postgis IS 'PostGIS geometry and geography spatial types and functions'",
     "CREATE FUNCTION public.widget_in(cstring) RETURNS public.widget LANGUAGE c IMMUTABLE STRICT "
     "AS '$libdir/regress', 'widget_in'",
+    # A module outside $libdir, as PostgreSQL's regression database has: the server loads only
+    # files with its magic block, and no statement the screen passes can write one.
+    "CREATE FUNCTION public.int44in(cstring) RETURNS public.city_budget LANGUAGE c IMMUTABLE STRICT "
+    "AS '/tmp/regress-compare-x/lib/regress.so', 'int44in'",
     "CREATE FUNCTION public.f(x integer) RETURNS integer LANGUAGE plpgsql AS $$ BEGIN "
     "EXECUTE 'SELECT pg_read_file(''x'')'; RETURN x; END $$",
     "CREATE FUNCTION public.g() RETURNS integer LANGUAGE sql BEGIN ATOMIC SELECT 1; SELECT 2; END",
@@ -69,9 +73,6 @@ REFUSED = {
     "SELECT pg_catalog.setval('s', 1, true), pg_catalog.lo_export(1, '/tmp/x')": "a dump's SELECT",
     "SELECT pg_catalog.setval((SELECT 's'), 1, true)": "a dump's SELECT",
     "SELECT pg_catalog.set_config('dynamic_library_path', '/tmp', false)": "a dump's SELECT",
-    "CREATE FUNCTION public.sh(cstring) RETURNS integer AS '/lib/x86_64-linux-gnu/libc.so.6', 'system' "
-    "LANGUAGE c": "'$libdir/...'",
-    "CREATE FUNCTION public.sh(cstring) RETURNS integer LANGUAGE \"C\" AS '$libdir/../../../tmp/x', 'f'": "$libdir",
     "CREATE TABLE public.loot AS SELECT pg_catalog.pg_read_file('/etc/passwd')": "CREATE TABLE ... AS",
     "CREATE TABLE public.loot AS SELECT 1": "CREATE TABLE ... AS",
     "CREATE VIEW public.v AS SELECT lo_export(16400, '/tmp/x')": "lo_export()",

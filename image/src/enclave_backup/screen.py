@@ -49,9 +49,6 @@ DUMP_SELECTS = {"set_config", "setval", "lo_create", "lo_open", "lowrite", "lo_c
                 "pg_restore_relation_stats", "pg_restore_attribute_stats", "pg_restore_extended_stats",
                 "pg_clear_relation_stats", "pg_clear_attribute_stats"}
 
-# A C function's library must be one the server's installation provides.
-_LIBDIR_FILE = re.compile(r"\$libdir/[A-Za-z0-9_.+-]+(?:/[A-Za-z0-9_.+-]+)*\Z")
-
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
   | (?P<comment>--[^\n]*)
@@ -190,9 +187,7 @@ def _check_select(statement: Statement, toks: list[Token]) -> None:
 
 def _check_create(statement: Statement, toks: list[Token]) -> None:
     words = [t.text for t in toks[1:6] if t.kind == "word"]
-    if "function" in words[:3] or "procedure" in words[:3]:
-        _check_routine(statement, toks)
-    elif words[:1] == ["table"] or words[:2] in (["temp", "table"], ["temporary", "table"], ["unlogged", "table"]):
+    if words[:1] == ["table"] or words[:2] in (["temp", "table"], ["temporary", "table"], ["unlogged", "table"]):
         depth = 0
         for tok in toks:  # CREATE TABLE ... AS runs its query now; a dump never writes one
             depth += (tok.text == "(") - (tok.text == ")")
@@ -202,21 +197,6 @@ def _check_create(statement: Statement, toks: list[Token]) -> None:
         _refuse(statement, "a dump creates subscriptions WITH (connect = false)")
     elif words[:1] in (["changefeed"], ["schedule"]) or words[:2] == ["external", "connection"]:
         _refuse(statement, f"CREATE {' '.join(words[:2]).upper()} sends data out of the database")
-
-
-def _check_routine(statement: Statement, toks: list[Token]) -> None:
-    depth, language, library = 0, None, None
-    for i, tok in enumerate(toks):
-        depth += (tok.text == "(") - (tok.text == ")")
-        if depth or i + 1 >= len(toks):
-            continue
-        if tok.is_word("language") and toks[i + 1].kind in ("word", "ident", "string"):
-            language = toks[i + 1].text.lower()
-        elif tok.is_word("as") and toks[i + 1].kind == "string" and i + 2 < len(toks) and toks[i + 2].text == ",":
-            library = toks[i + 1].text  # AS 'file', 'symbol'
-    if language == "c" and (library is None or not _LIBDIR_FILE.match(library) or ".." in library):
-        _refuse(statement, "a C function may only use a library of the server's installation ('$libdir/...'), "
-                           f"not {library!r}")
 
 
 def _no_server_functions(statement: Statement, toks: list[Token]) -> None:

@@ -8,7 +8,8 @@ from .conftest import REPO, SUBCHART, UMBRELLA
 
 # Maps and lists users fill in are leaves too; descend only into our own blocks.
 OPAQUE = {"Env", "Resources", "NodeSelector", "Tolerations", "Affinity", "PodAnnotations",
-          "resources", "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "commonLabels"}
+          "resources", "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "commonLabels",
+          "PodSecurityContext"}
 
 
 def leaves(tree: dict, prefix: str = ""):

@@ -146,7 +146,8 @@ def check(statement: Statement) -> None:
             and not _is_set_on(toks, "standard_conforming_strings"):
         # With it off, backslashes end strings where the splitter and this screen do not see it end.
         _refuse(statement, "a dump sets standard_conforming_strings only to on")
-    if _LIBRARY_SETTING_HINT.search(sql):
+    # In the session only: a routine's own SET clause applies after its library is loaded.
+    if word == "set" and _LIBRARY_SETTING_HINT.search(sql):
         for tok in toks:
             if tok.kind in ("word", "ident", "string") and tok.text.lower() in LIBRARY_SETTINGS:
                 _refuse(statement, f"it sets {tok.text}, which loads libraries into the server")

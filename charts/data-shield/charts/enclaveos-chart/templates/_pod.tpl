@@ -23,19 +23,6 @@
 {{- include "enclaveos-chart.image" (list .Values.Backup.Image .Chart.AppVersion) -}}
 {{- end -}}
 
-{{/* Pod-level security context of every pod running our image. */}}
-{{- define "enclaveos-chart.podSecurityContext" -}}
-runAsNonRoot: true
-# Our image's numeric user; set here too so the kubelet can check it without the image.
-runAsUser: 10001
-runAsGroup: 10001
-# Files of Secret and ConfigMap volumes (keys, CA certificates) belong to this group, so the
-# program can read a key mounted 0440 (owner root, group 10001) that no other user can.
-fsGroup: 10001
-seccompProfile:
-  type: RuntimeDefault
-{{- end -}}
-
 {{/* Container security context of every container (restricted Pod Security Standard). */}}
 {{- define "enclaveos-chart.containerSecurityContext" -}}
 allowPrivilegeEscalation: false
@@ -48,8 +35,9 @@ capabilities:
 
 {{/*
 Pod spec of every pod that runs the program (backup, restore, verify, test), with the
-Backup.* pod settings they share: Image, NodeSelector, Tolerations, Affinity, and Resources
-unless the caller passes its own. "role" (backup, restore, verify or check) decides which
+Backup.* pod settings they share: Image, security contexts, NodeSelector, Tolerations, Affinity,
+PriorityClassName, TopologySpreadConstraints, Proxy, ExtraEnv, EnvFrom, ExtraVolumes and
+ExtraVolumeMounts, and Resources unless the caller passes its own. "role" (backup, restore, verify or check) decides which
 keys the pod gets (enclaveos-chart.trustFiles). Call with
 (dict "ctx" $ "role" string "args" list "restartPolicy" string "extraEnv" string "resources" map).
 */}}
@@ -66,8 +54,17 @@ restartPolicy: {{ .restartPolicy }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
+{{- with $.Values.Backup.PodSecurityContext }}
 securityContext:
-  {{- include "enclaveos-chart.podSecurityContext" $ | nindent 2 }}
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with $.Values.Backup.PriorityClassName }}
+priorityClassName: {{ . | quote }}
+{{- end }}
+{{- with $.Values.Backup.TopologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- with $.Values.Backup.NodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -102,12 +99,29 @@ containers:
         value: {{ printf "%s/%s" $dir .path | quote }}
       {{- end }}
       {{- end }}
+      {{- with $.Values.Backup.Proxy }}
+      {{- range $name, $value := dict "HTTPS_PROXY" .HttpsProxy "HTTP_PROXY" .HttpProxy "NO_PROXY" .NoProxy }}
+      {{- if $value }}
+      - name: {{ $name }}
+        value: {{ $value | quote }}
+      - name: {{ lower $name }}
+        value: {{ $value | quote }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+      {{- with $.Values.Backup.ExtraEnv }}
+      {{- toYaml . | nindent 6 }}
+      {{- end }}
+    {{- with $.Values.Backup.EnvFrom }}
+    envFrom:
+      {{- toYaml . | nindent 6 }}
+    {{- end }}
     {{- with (.resources | default $.Values.Backup.Resources) }}
     resources:
       {{- toYaml . | nindent 6 }}
     {{- end }}
     securityContext:
-      {{- include "enclaveos-chart.containerSecurityContext" $ | nindent 6 }}
+      {{- mergeOverwrite (include "enclaveos-chart.containerSecurityContext" $ | fromYaml) (deepCopy $.Values.Backup.ContainerSecurityContext) | toYaml | nindent 6 }}
     volumeMounts:
       - name: tmp
         mountPath: /tmp
@@ -115,6 +129,9 @@ containers:
       - name: {{ .volume }}
         mountPath: {{ .dir }}
         readOnly: true
+      {{- end }}
+      {{- with $.Values.Backup.ExtraVolumeMounts }}
+      {{- toYaml . | nindent 6 }}
       {{- end }}
 volumes:
   # The root filesystem is read-only; the program and its libraries may spill to /tmp.
@@ -144,6 +161,9 @@ volumes:
       # 0444: a CA certificate is public.
       defaultMode: 292
     {{- end }}
+  {{- end }}
+  {{- with $.Values.Backup.ExtraVolumes }}
+  {{- toYaml . | nindent 2 }}
   {{- end }}
 {{- end -}}
 
@@ -294,6 +314,7 @@ the database, the object storage, and the Backup.* settings all its runs share
       key: {{ $db.existingSecretPasswordKey | quote }}
 {{- end }}
 {{- end }}
+{{- if not .Values.global.S3.WorkloadIdentity }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -304,6 +325,7 @@ the database, the object storage, and the Backup.* settings all its runs share
     secretKeyRef:
       name: {{ .Values.global.S3.HmacSecretName | quote }}
       key: AWS_SECRET_ACCESS_KEY
+{{- end }}
 - name: AWS_ENDPOINT_URL
   value: {{ include "enclaveos-chart.s3Endpoint" . | quote }}
 - name: AWS_DEFAULT_REGION

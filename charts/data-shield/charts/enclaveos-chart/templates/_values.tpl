@@ -19,12 +19,22 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- $s3 := .Values.global.S3 -}}
 {{- required (printf "global.S3.Endpoint is required because %s" $why) $s3.Endpoint | trunc 0 -}}
 {{- required (printf "global.S3.Bucket is required because %s" $why) $s3.Bucket | trunc 0 -}}
-{{- required (printf "global.S3.HmacSecretName is required because %s" $why) $s3.HmacSecretName | trunc 0 -}}
+{{- if not $s3.WorkloadIdentity -}}
+{{- required (printf "global.S3.HmacSecretName is required because %s (or set global.S3.WorkloadIdentity=true to use the ServiceAccount's cloud identity, serviceAccount.annotations)" $why) $s3.HmacSecretName | trunc 0 -}}
+{{- end -}}
 {{- end -}}
 {{- if not .Values.cockroachdb.enabled -}}
 {{- required "enclaveos-chart.externalDatabase.host is required when enclaveos-chart.cockroachdb.enabled is false" .Values.externalDatabase.host | trunc 0 -}}
 {{- end -}}
 {{- include "enclaveos-chart.validateTrust" . -}}
+{{- if and .Values.global.S3.WorkloadIdentity .Values.global.S3.HmacSecretName -}}
+{{- fail "global.S3.WorkloadIdentity=true and global.S3.HmacSecretName are both set: the pods get either the ServiceAccount's cloud identity or the HMAC keys; unset one" -}}
+{{- end -}}
+{{- range $key, $_ := .Values.Backup.PodLabels -}}
+{{- if or (hasPrefix "app.kubernetes.io/" $key) (hasPrefix "helm.sh/" $key) (hasPrefix "enclaveos-chart/" $key) -}}
+{{- fail (printf "enclaveos-chart.Backup.PodLabels.%s: the chart sets this label itself (its selectors and the NetworkPolicy rely on it); use a key of your own" $key) -}}
+{{- end -}}
+{{- end -}}
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Backup.CronSchedule" .Values.Backup.CronSchedule) -}}
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Verify.CronSchedule" .Values.Verify.CronSchedule) -}}
 {{- $tz := .Values.Backup.TimeZone -}}

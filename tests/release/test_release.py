@@ -56,6 +56,29 @@ def test_workflows_are_actionlint_clean():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_workflows_and_dependabot_are_zizmor_clean():
+    # Offline: the audits that need GitHub's API (e.g. known-vulnerable actions) run in GitHub.
+    proc = subprocess.run([str(BIN / "zizmor"), "--offline", "--no-progress", str(REPO / ".github")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and "No findings" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_every_action_is_pinned_by_commit_and_every_job_asks_for_its_permissions():
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        workflow = yaml.safe_load(path.read_text())
+        assert workflow["permissions"] == {}, path.name
+        for name, job in workflow["jobs"].items():
+            assert "permissions" in job, f"{path.name}: job {name}"
+            for step in job["steps"]:
+                if "uses" in step:
+                    assert re.fullmatch(r"[\w.-]+/[\w.-]+@[0-9a-f]{40}", step["uses"]), step["uses"]
+                # Expressions reach run: scripts only through env (no template injection).
+                assert "${{" not in step.get("run", ""), f"{path.name}: {step.get('name', step.get('uses'))}"
+        for line in path.read_text().splitlines():
+            if "uses:" in line:
+                assert re.search(r"@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line), line  # the version, for readers
+
+
 def test_build_and_release_scripts_are_shellcheck_clean():
     scripts = [REPO / "image" / "install-pg-dump.sh",
                *(REPO / "scripts" / f"{n}.sh" for n in ("build-image", "release-check", "release-notes", "set-version"))]

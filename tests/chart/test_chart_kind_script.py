@@ -13,7 +13,7 @@ def test_the_kind_job_s_helm_steps_render(helm):
     proc = subprocess.run([str(REPO / "scripts" / "kind-e2e.sh")], capture_output=True, text=True,
                           env={**os.environ, "DRY_RUN": "1", "HELM": helm})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("rendered") == 3 and "kind e2e (dry run): every helm step rendered" in proc.stdout
+    assert proc.stdout.count(": rendered") == 3 and "kind e2e (dry run): every helm step rendered" in proc.stdout
     assert "create job --from=cronjob/enclave-enclaveos-backup e2e-backup" in proc.stdout
 
 

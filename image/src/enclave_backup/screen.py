@@ -61,6 +61,7 @@ _TOKEN = re.compile(r"""
   | (?P<number>[0-9][0-9.eE_]*)
   | (?P<punct>::|[(),.;\[\]]|[^\sA-Za-z0-9_'"$(),.;\[\]]+)
 """, re.X | re.S)
+_COMMENT_EDGE = re.compile(r"/\*|\*/")
 
 
 class ScreenedOut(IntegrityError):
@@ -90,7 +91,7 @@ def tokens(sql: str) -> list[Token]:
         if kind == "block":
             depth = 1
             while depth and pos < end:
-                nxt = re.compile(r"/\*|\*/").search(sql, pos)
+                nxt = _COMMENT_EDGE.search(sql, pos)
                 if nxt is None:
                     pos = end
                     break

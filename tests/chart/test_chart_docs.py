@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
+import subprocess
+
 import yaml
+
+from devkit import helm as helms
 
 from .conftest import REPO, SUBCHART, UMBRELLA
 
@@ -53,3 +58,12 @@ def test_every_value_has_a_comment_where_declared():
             if not lines[line - 1].strip().startswith("#")
         ]
         assert undocumented == []
+
+
+def test_helm_show_readme_is_the_generated_install_and_values_sections():
+    spec = importlib.util.spec_from_file_location("gen_chart_readme", REPO / "scripts" / "gen-chart-readme.py")
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert (UMBRELLA / "README.md").read_text() == gen.chart_readme(), "run scripts/gen-chart-readme.py"
+    shown = subprocess.run([str(helms.binary("helm4")), "show", "readme", str(UMBRELLA)], capture_output=True, text=True)
+    assert "| `enclaveos-chart.Backup.CronSchedule` |" in shown.stdout and "## Install" in shown.stdout

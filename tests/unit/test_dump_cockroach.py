@@ -17,6 +17,8 @@ import pytest
 from devkit.pgserver import pg_bin
 from enclave_backup import dump_cockroach as dc
 from enclave_backup.errors import DatabaseError
+from enclave_backup.screen import check
+from enclave_backup.sqlscript import CopyBlock, split
 from enclave_backup.stats import DumpStats
 
 RECORDED = Path(__file__).parent / "crdb_recorded"
@@ -822,3 +824,13 @@ def test_a_privilege_name_that_is_not_a_keyword_stops_the_dump():
                                if sql == dc.TABLE_GRANTS_SQL else original(sql))
     with pytest.raises(DatabaseError, match="unexpected privilege name"):
         dump(conn)
+
+
+@pytest.mark.parametrize("version", ALL_VERSIONS)
+def test_every_statement_of_the_dump_passes_the_replay_screen(version):
+    # What the restore's screen must let through: our own dump, whole.
+    script, _, chunks = dump(server(version))
+    statements = [item.statement if isinstance(item, CopyBlock) else item for item in split(chunks)]
+    assert len(statements) > 20
+    for statement in statements:
+        check(statement)

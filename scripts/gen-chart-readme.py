@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes charts/data-shield/README.md, what `helm show readme` prints: the install steps and the
-values table, cut from the repository's README.md so they are written once. Rerun after editing
+values table, taken from README.md and docs/values.md so they are written once. Rerun after editing
 those sections; tests/chart/test_chart_docs.py fails while the two disagree."""
 
 from __future__ import annotations
@@ -10,23 +10,22 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = REPO / "charts" / "data-shield" / "README.md"
-SECTIONS = ("Install", "Values")
-
-
-def section(readme: str, title: str) -> str:
-    m = re.search(rf"^### {title}\n(.*?)(?=^##)", readme, re.S | re.M)
+def install_section(readme: str) -> str:
+    m = re.search(r"^### Install\n(.*?)(?=^##)", readme, re.S | re.M)
     if not m:
-        raise SystemExit(f"README.md has no section '### {title}'")
-    return f"## {title}\n{m.group(1).rstrip()}\n"
+        raise SystemExit("README.md has no section '### Install'")
+    return f"## Install\n{m.group(1).rstrip()}\n"
 
 
 def chart_readme() -> str:
     readme = (REPO / "README.md").read_text()
+    values = (REPO / "docs" / "values.md").read_text().replace("# Helm values\n", "## Values\n", 1)
     head = ("# data-shield\n\nScheduled backups of the Enclave Manager's database to S3-compatible object "
-            "storage, and restore. Generated from the project's README.md (`scripts/gen-chart-readme.py`), "
-            "which says more: restore, verification, retention, alerting, security.\n\n")
-    body = "\n".join(section(readme, t) for t in SECTIONS)
-    return head + re.sub(r"\[([^\]]+)\]\(((?:docs/|CHANGELOG)[^)#]*)[^)]*\)", _unlinked, body)
+            "storage, and restore. Generated from the project's README.md and docs/values.md "
+            "(`scripts/gen-chart-readme.py`); the project's README says more: restore, verification, "
+            "retention, alerting, security.\n\n")
+    body = install_section(readme) + "\n" + values
+    return head + re.sub(r"\[([^\]]+)\]\(((?:docs/|CHANGELOG|[a-z]+\.md)[^)#]*)[^)]*\)", _unlinked, body)
 
 
 def _unlinked(m: re.Match) -> str:

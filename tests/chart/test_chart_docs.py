@@ -33,7 +33,7 @@ def subchart_values():
 
 
 def test_every_value_is_in_the_values_table():
-    table = (REPO / "README.md").read_text()
+    table = (REPO / "docs" / "values.md").read_text()
     missing = [p for p in subchart_values() if f"| `{p}` |" not in table]
     assert missing == []
 

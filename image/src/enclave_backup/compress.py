@@ -35,7 +35,7 @@ ZSTD_JOB = 4 << 20
 
 
 # Compression memory grows with the worker count (zstd: 119 MiB peak at 4 workers, 173 at 16,
-# README "Memory"); past 4 the upload, not the compressor, is what a backup waits for.
+# docs/performance.md, "Memory"); past 4 the upload, not the compressor, is what a backup waits for.
 MAX_AUTO_THREADS = 4
 # Restore hands the SQL splitter at most this much per piece, however well the data compressed
 # (a zstd block of 4 bytes can stand for 128 KiB).

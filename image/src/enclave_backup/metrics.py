@@ -31,7 +31,7 @@ def push(config: Config, command: str, exit_code: int, duration_s: float,
         Gauge(f"enclave_backup_{name}", doc, registry=registry).set(value)
 
     gauge("last_run_timestamp_seconds", "When the last run ended (Unix time).", now)
-    gauge("last_exit_code", "Exit code of the last run (0 success, 2-5 see the README).", exit_code)
+    gauge("last_exit_code", "Exit code of the last run (0 success, 2-5: docs/program.md).", exit_code)
     gauge("last_duration_seconds", "Run time of the last run in seconds.", duration_s)
     if exit_code == 0:
         gauge("last_success_timestamp_seconds", "When the last successful run ended (Unix time).", now)

@@ -1,15 +1,18 @@
-"""Every value is documented: in values.yaml where it is declared, and in the values table."""
+"""Every value is documented once, in the subchart's values.yaml; the schemas, the umbrella's values.yaml
+and the values table are generated from it (scripts/gen-values.py) and must match."""
 
 from __future__ import annotations
 
 import importlib.util
 import subprocess
 
+import pytest
 import yaml
 
 from devkit import helm as helms
+from devkit import valuesdoc
 
-from .conftest import REPO, SUBCHART, UMBRELLA
+from .conftest import DOC_FLAGS, MANAGER_IMAGE, REPO, SUBCHART, UMBRELLA, render, render_error
 
 # Maps and lists users fill in are leaves too; descend only into our own blocks.
 OPAQUE = {"Env", "Resources", "NodeSelector", "Tolerations", "Affinity", "PodAnnotations",
@@ -38,26 +41,32 @@ def test_every_value_is_in_the_values_table():
     assert missing == []
 
 
-def leaf_lines(node, prefix=""):
-    """(path, line) of every leaf key, from the YAML node tree (keeps line numbers)."""
-    for key_node, value_node in node.value:
-        path = f"{prefix}{key_node.value}"
-        if isinstance(value_node, yaml.MappingNode) and value_node.value and key_node.value not in OPAQUE:
-            yield from leaf_lines(value_node, path + ".")
-        else:
-            yield path, key_node.start_mark.line
+def test_every_value_has_a_description_where_declared():
+    undocumented = [v.path for v in valuesdoc.leaves(valuesdoc.parse((SUBCHART / "values.yaml").read_text()))
+                    if not v.description]
+    assert undocumented == []
 
 
-def test_every_value_has_a_comment_where_declared():
-    for path in (UMBRELLA / "values.yaml", SUBCHART / "values.yaml"):
-        text = path.read_text()
-        lines = text.splitlines()
-        undocumented = [
-            f"{path.name}:{line + 1} {key}"
-            for key, line in leaf_lines(yaml.compose(text))
-            if not lines[line - 1].strip().startswith("#")
-        ]
-        assert undocumented == []
+@pytest.mark.parametrize("path", list(valuesdoc.generated()), ids=lambda p: str(p.relative_to(REPO)))
+def test_generated_files_match_values_yaml(path):
+    assert path.read_text() == valuesdoc.generated()[path], "run scripts/gen-values.py"
+
+
+def test_the_generated_schema_is_what_helm_checks(helm):
+    """Helm checks the generated schema: an unknown key fails with its name, a good value passes."""
+    error = render_error(helm, *DOC_FLAGS, *MANAGER_IMAGE, "enclaveos-chart.Backup.NoSuchKey=1")
+    assert "NoSuchKey" in error, error
+    assert render(helm, *DOC_FLAGS, *MANAGER_IMAGE, "enclaveos-chart.Verify.CronSchedule=@weekly")
+
+
+def test_helm_show_values_on_the_umbrella_shows_every_setting():
+    shown = subprocess.run([str(helms.binary("helm4")), "show", "values", str(UMBRELLA)],
+                           capture_output=True, text=True, check=True).stdout
+    values = yaml.safe_load(shown)
+    sub = yaml.safe_load((SUBCHART / "values.yaml").read_text())
+    assert values["global"] == sub["global"]
+    assert values["enclaveos-chart"] == {k: v for k, v in sub.items() if k != "global"}
+    assert "# -- Cron schedule of the backup CronJob" in shown
 
 
 def test_helm_show_readme_is_the_generated_install_and_values_sections():

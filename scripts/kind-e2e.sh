@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The chart on a real cluster (CI: kind): MinIO in the cluster, the chart with its own
 # CockroachDB and the README's flags, one backup Job from the CronJob, the restore hook that
-# brings the data back, and `helm test`. Uses the current kubectl context.
+# brings the data back, and `helm test`; then `ct install` of the chart with ci/kind/ct-values.yaml.
+# Uses the current kubectl context.
 #
 #   IMAGE=enclave-backup:e2e scripts/kind-e2e.sh      # the image must be on the nodes (kind load)
 #   DRY_RUN=1 scripts/kind-e2e.sh                     # no cluster: print the kubectl commands and
@@ -89,9 +90,29 @@ chart upgrade --reuse-values --set enclaveos-chart.restore.fromObject=
 
 if [[ -z "${dry}" ]]; then
   "${helm}" test "${release}" -n "${ns}" --logs --timeout 15m
+  "${helm}" uninstall "${release}" -n "${ns}" --wait
+fi
+
+# ct install: install, helm test and uninstall of a copy of the chart whose only ci/ values file
+# is ci/kind/ct-values.yaml (the others need what this cluster lacks: an external database, a proxy).
+stage="$(mktemp -d)"
+trap 'rm -rf "${keys}" "${stage}"' EXIT
+cp -r charts/data-shield "${stage}/"
+rm -f "${stage}"/data-shield/ci/*-values.yaml
+cp ci/kind/ct-values.yaml "${stage}/data-shield/ci/kind-values.yaml"
+image_flags="--set=enclaveos-chart.Backup.Image.Repository=${image%:*} --set=enclaveos-chart.Backup.Image.Tag=${image##*:}"
+image_flags+=" --set=enclaveos-chart.Backup.Image.PullPolicy=Never"
+if [[ -n "${dry}" ]]; then
+  # shellcheck disable=SC2086 # image_flags is several words on purpose, as ct passes them
+  "${helm}" template ct "${stage}/data-shield" -n "${ns}" -f "${stage}/data-shield/ci/kind-values.yaml" ${image_flags} >/dev/null
+  echo "ct install ${stage}/data-shield: rendered"
+else
+  ct install --config ct.yaml --charts "${stage}/data-shield" --namespace "${ns}" \
+    --release-label app.kubernetes.io/instance --helm-extra-set-args "${image_flags}" \
+    --helm-extra-args "--timeout 900s"
 fi
 if [[ -n "${dry}" ]]; then
   echo "kind e2e (dry run): every helm step rendered"
 else
-  echo "kind e2e: backup, restore and helm test passed"
+  echo "kind e2e: backup, restore, helm test and ct install passed"
 fi

@@ -5,7 +5,7 @@ Peers, run in the same rounds as ours, in rotating order:
 - Zalando's logical backup: `pg_dump | pigz | aws s3 cp - --expected-size` (pigz level 6,
   the official `awscli` package), restored by `aws s3 cp - | gunzip | psql -v ON_ERROR_STOP=1`;
 - postgres-backup-s3: `pg_dump -Fc` to a file, then `aws s3 cp`; restored by `aws s3 cp` to a
-  file, then `pg_restore`;
+  file, then `pg_restore -j 2`;
 - the floor: `pg_dump > /dev/null`, and the S3 server's own ceiling (as many bytes, no database).
 
 Starts its own PostgreSQL server and S3 servers (moto, Ceph RGW: --s3), generates a database
@@ -382,11 +382,12 @@ class Bench:
         return sample
 
     def pg_restore(self, key: str, sql_bytes: int, stored: int) -> Sample:
-        """postgres-backup-s3's restore: aws s3 cp to a file, then pg_restore."""
+        """postgres-backup-s3's restore: aws s3 cp to a file, then pg_restore, here with two jobs
+        (`-j 2`, tables and index builds on two connections: the peer a parallel restore must beat)."""
         target = "peer_restore"
         path = self.work / "restore.dump"
         pipeline = (f"{AWS} s3 cp {self.s3_url(key)} {path} --only-show-errors && "
-                    f"pg_restore --exit-on-error --no-owner -d {target} {path}; rc=$?; rm -f {path}; exit $rc")
+                    f"pg_restore -j 2 --exit-on-error --no-owner -d {target} {path}; rc=$?; rm -f {path}; exit $rc")
         sample, _ = self.measure(["bash", "-c", pipeline], self.env(target), before=self.fresh_target)
         sample.sql_bytes, sample.stored_bytes = sql_bytes, stored
         self.drop_target(target)
@@ -437,7 +438,7 @@ ENCRYPTED = "ours gzip encrypted (age)"
 BACKUPS = [OURS, UNSIGNED, ENCRYPTED, "ours zstd", "ours none", ZALANDO, CUSTOM, FLOOR, CEILING]
 OURS_RESTORE = "ours restore (gzip object)"
 GUNZIP_RESTORE = "aws s3 cp - | gunzip | psql (zalando object)"
-PG_RESTORE = "aws s3 cp + pg_restore (-Fc object)"
+PG_RESTORE = "aws s3 cp + pg_restore -j 2 (-Fc object)"
 RESTORES = [OURS_RESTORE, GUNZIP_RESTORE, PG_RESTORE]
 
 

@@ -86,10 +86,6 @@ class Value:
     annotation: dict
     children: list["Value"] = field(default_factory=list)
 
-    @property
-    def opaque(self) -> bool:
-        return not self.children
-
 
 def _comment_above(lines: list[str], line: int) -> tuple[str, dict]:
     """The description and @schema annotation in the comment block directly above a key."""
@@ -222,11 +218,14 @@ def _without_annotations(text: str) -> str:
 
 
 def _default(value: Value) -> str:
-    if isinstance(value.default, (dict, list)) and value.default:
-        shown = yaml.safe_dump(value.default, default_flow_style=True, width=10_000, sort_keys=False).strip()
+    """As values.yaml writes it; an empty string as "" so the cell is not blank."""
+    default = value.default
+    if default == "":
+        shown = '""'
+    elif isinstance(default, (dict, list)):
+        shown = yaml.safe_dump(default, default_flow_style=True, width=10_000, sort_keys=False).strip()
     else:
-        shown = json.dumps(value.default) if isinstance(value.default, (str, dict, list)) else yaml.safe_dump(value.default).split("\n")[0]
-        shown = shown.strip('"') if isinstance(value.default, str) and value.default else shown
+        shown = yaml.safe_dump(default).removesuffix("\n...\n").strip()
     return "`" + shown.replace("|", "\\|") + "`"
 
 

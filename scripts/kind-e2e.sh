@@ -41,6 +41,12 @@ sql() {
     ./cockroach sql --insecure --format=csv -e "$1"
 }
 
+# The image under test, for the main install and for ct install (one word each, as ct passes them on).
+image_sets=(
+  "--set=enclaveos-chart.Backup.Image.Repository=${image%:*}"
+  "--set=enclaveos-chart.Backup.Image.Tag=${image##*:}"
+  --set=enclaveos-chart.Backup.Image.PullPolicy=Never
+)
 flags=(
   --set "enclaveos-chart.Backup.CronSchedule=0 0 * * *"
   --set global.S3.Endpoint=http://minio:9000
@@ -53,9 +59,7 @@ flags=(
   --set enclaveos-chart.Manager.Image.Repository=registry.example.com/enclave-manager
   --set enclaveos-chart.Manager.Image.Tag=1.0.0
   --set enclaveos-chart.Manager.ReplicaCount=0
-  --set "enclaveos-chart.Backup.Image.Repository=${image%:*}"
-  --set "enclaveos-chart.Backup.Image.Tag=${image##*:}"
-  --set enclaveos-chart.Backup.Image.PullPolicy=Never
+  "${image_sets[@]}"
 )
 
 if [[ -z "${dry}" ]]; then
@@ -100,15 +104,12 @@ trap 'rm -rf "${keys}" "${stage}"' EXIT
 cp -r charts/data-shield "${stage}/"
 rm -f "${stage}"/data-shield/ci/*-values.yaml
 cp ci/kind/ct-values.yaml "${stage}/data-shield/ci/kind-values.yaml"
-image_flags="--set=enclaveos-chart.Backup.Image.Repository=${image%:*} --set=enclaveos-chart.Backup.Image.Tag=${image##*:}"
-image_flags+=" --set=enclaveos-chart.Backup.Image.PullPolicy=Never"
 if [[ -n "${dry}" ]]; then
-  # shellcheck disable=SC2086 # image_flags is several words on purpose, as ct passes them
-  "${helm}" template ct "${stage}/data-shield" -n "${ns}" -f "${stage}/data-shield/ci/kind-values.yaml" ${image_flags} >/dev/null
+  "${helm}" template ct "${stage}/data-shield" -n "${ns}" -f "${stage}/data-shield/ci/kind-values.yaml" "${image_sets[@]}" >/dev/null
   echo "ct install ${stage}/data-shield: rendered"
 else
   ct install --config ct.yaml --charts "${stage}/data-shield" --namespace "${ns}" \
-    --release-label app.kubernetes.io/instance --helm-extra-set-args "${image_flags}" \
+    --release-label app.kubernetes.io/instance --helm-extra-set-args "${image_sets[*]}" \
     --helm-extra-args "--timeout 900s"
 fi
 if [[ -n "${dry}" ]]; then

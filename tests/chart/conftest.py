@@ -11,9 +11,8 @@ import yaml
 
 from devkit import helm as helms
 from devkit.paths import REPO
-from devkit.release import REQUIRED_FLAGS, UMBRELLA, doc_flags
+from devkit.release import REQUIRED_FLAGS, SUBCHART, UMBRELLA, doc_flags
 
-SUBCHART = UMBRELLA / "charts" / "enclaveos-chart"
 CI_VALUES = sorted(UMBRELLA.glob("ci/*-values.yaml"))
 SUB_CI_VALUES = sorted(SUBCHART.glob("ci/*-values.yaml"))
 

@@ -3,6 +3,7 @@ and the values table are generated from it (scripts/gen-values.py) and must matc
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import subprocess
 
@@ -14,25 +15,20 @@ from devkit import valuesdoc
 
 from .conftest import DOC_FLAGS, MANAGER_IMAGE, REPO, SUBCHART, UMBRELLA, render, render_error
 
-# Maps and lists users fill in are leaves too; descend only into our own blocks.
-OPAQUE = {"Env", "Resources", "NodeSelector", "Tolerations", "Affinity", "PodAnnotations",
-          "resources", "nodeSelector", "tolerations", "affinity", "imagePullSecrets", "commonLabels",
-          "PodSecurityContext"}
+
+@functools.cache
+def generated() -> dict:
+    return valuesdoc.generated()
 
 
-def leaves(tree: dict, prefix: str = ""):
-    for key, value in tree.items():
-        path = f"{prefix}{key}"
-        if isinstance(value, dict) and value and key not in OPAQUE:
-            yield from leaves(value, path + ".")
-        else:
-            yield path
+@functools.cache
+def subchart_leaves() -> list:
+    return list(valuesdoc.leaves(valuesdoc.parse((SUBCHART / "values.yaml").read_text())))
 
 
 def subchart_values():
-    values = yaml.safe_load((SUBCHART / "values.yaml").read_text())
-    for path in leaves(values):
-        yield path if path.startswith("global.") else f"enclaveos-chart.{path}"
+    for value in subchart_leaves():
+        yield value.path if value.path.startswith("global.") else f"enclaveos-chart.{value.path}"
 
 
 def test_every_value_is_in_the_values_table():
@@ -42,14 +38,13 @@ def test_every_value_is_in_the_values_table():
 
 
 def test_every_value_has_a_description_where_declared():
-    undocumented = [v.path for v in valuesdoc.leaves(valuesdoc.parse((SUBCHART / "values.yaml").read_text()))
-                    if not v.description]
+    undocumented = [v.path for v in subchart_leaves() if not v.description]
     assert undocumented == []
 
 
-@pytest.mark.parametrize("path", list(valuesdoc.generated()), ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.parametrize("path", list(generated()), ids=lambda p: str(p.relative_to(REPO)))
 def test_generated_files_match_values_yaml(path):
-    assert path.read_text() == valuesdoc.generated()[path], "run scripts/gen-values.py"
+    assert path.read_text() == generated()[path], "run scripts/gen-values.py"
 
 
 def test_the_generated_schema_is_what_helm_checks(helm):

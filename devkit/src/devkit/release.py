@@ -22,6 +22,7 @@ from .podrunner import PodRunner, secret
 from .signingkeys import signing_secret_data
 
 UMBRELLA = REPO / "charts" / "data-shield"
+SUBCHART = UMBRELLA / "charts" / "enclaveos-chart"
 
 RELEASE = "enclave"
 NAMESPACE = "apps"

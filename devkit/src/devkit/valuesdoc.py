@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import yaml
 
-from devkit.release import UMBRELLA
+from devkit.paths import REPO
+from devkit.release import SUBCHART, UMBRELLA
 
-SUBCHART = UMBRELLA / "charts" / "enclaveos-chart"
-SUBCHART_NAME = "enclaveos-chart"
-VALUES_MD = UMBRELLA.parent.parent / "docs" / "values.md"
+SUBCHART_NAME = SUBCHART.name
+VALUES_MD = REPO / "docs" / "values.md"
 TABLE_BEGIN = "<!-- values table: generated from values.yaml by scripts/gen-values.py -->"
 TABLE_END = "<!-- end of values table -->"
 
@@ -197,9 +197,6 @@ def umbrella_values(text: str) -> str:
     key, comments kept, so `helm show values data-shield` shows every setting."""
     lines = text.splitlines()
     starts = [(i, line.split(":", 1)[0]) for i, line in enumerate(lines) if re.match(r"^[A-Za-z]", line)]
-    first = starts[0][0]
-    while first > 0 and lines[first - 1].startswith("#"):
-        first -= 1
     global_start = next(i for i, key in starts if key == "global")
     global_end = next(i for i, key in starts if i > global_start)
     while lines[global_end - 1].startswith("#") or not lines[global_end - 1].strip():

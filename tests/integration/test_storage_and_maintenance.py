@@ -32,14 +32,14 @@ def test_a_missing_database_is_told_apart_at_connect(env):
     assert caught.value.exit_code == 3
 
 
-def test_maintenance_connection_falls_back_along_the_dialects_list(env):
+def test_maintenance_connection_falls_back_along_the_engines_list(env):
     # A CockroachDB backup: defaultdb is tried first; this PostgreSQL server has none, so
     # `postgres` is next, and there the engine check refuses the backup.
     with pytest.raises(IntegrityError, match="is a cockroachdb backup; the server is postgresql"):
         connect_maintenance(env, _manifest("cockroachdb"))
-    conn, sql = connect_maintenance(env, _manifest("postgresql"))
-    with conn:
-        assert conn.info.dbname == "postgres" and sql.name == "postgresql"
+    conns, sql = connect_maintenance(env, _manifest("postgresql"))
+    with conns:
+        assert conns.maintenance.info.dbname == "postgres" and sql.name == "postgresql"
 
 
 def test_an_upload_left_without_complete_leaves_nothing(env, moto, bucket):

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from devkit.pgserver import pg_bin
-from enclave_backup import insertbatch
+from enclave_backup.engines.cockroachdb import insertbatch
 from enclave_backup.db import quote_ident
 from enclave_backup.sqlscript import Statement, split
 

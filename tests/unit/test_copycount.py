@@ -2,7 +2,7 @@
 
 import pytest
 
-from enclave_backup.copycount import CopyCounter, table_name
+from enclave_backup.engines.postgresql.copycount import CopyCounter, table_name
 from enclave_backup.stats import DumpStats
 
 SCRIPT = (

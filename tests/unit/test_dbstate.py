@@ -1,6 +1,6 @@
 """Database-level state as SQL: settings with list values, privileges, comment."""
 
-from enclave_backup.dbstate import apply_sql, split_list, summary
+from enclave_backup.engines.postgresql.state import apply_sql, split_list, summary
 
 STATE = {"encoding": "UTF8", "collate": "C", "ctype": "C", "owner": "app owner", "connection_limit": 5,
          "acl": [{"grantee": None, "privilege": "CONNECT", "grantable": False},

@@ -1,6 +1,6 @@
 """CockroachDB dump against recorded server answers (no CockroachDB can run here).
 
-The fake connection answers only the exact statements dump_cockroach issues, with rows in
+The fake connection answers only the exact statements the CockroachDB dump issues, with rows in
 the shapes CockroachDB documents (see tests/unit/crdb_recorded/*.py for the sources), and
 logs every statement with the transaction and AS OF SYSTEM TIME it ran under.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from devkit.pgserver import pg_bin
-from enclave_backup import dump_cockroach as dc
+from enclave_backup.engines.cockroachdb import dump as dc
 from enclave_backup.errors import DatabaseError
 from enclave_backup.screen import check
 from enclave_backup.sqlscript import CopyBlock, split

@@ -3,7 +3,7 @@
 import pytest
 
 from enclave_backup.errors import DatabaseError
-from enclave_backup.pgtools import choose
+from enclave_backup.engines.postgresql.tools import choose
 
 FOUND = [(15, "/usr/lib/postgresql/15/bin/pg_dump"), (18, "/opt/pg18/pg_dump"), (17, "/opt/pg17/pg_dump")]
 

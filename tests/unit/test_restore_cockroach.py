@@ -9,10 +9,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from enclave_backup import maintenance, swapping
+from enclave_backup import engines, maintenance, swapping
 from enclave_backup.config import Config
 from enclave_backup.errors import DatabaseError
-from enclave_backup.dialects import Client, CockroachDB, PostgreSQL, dialect, marker, parse_marker
+from enclave_backup.db import Connections
+from enclave_backup.engines import Client
+from enclave_backup.engines.cockroachdb.engine import CockroachDB
+from enclave_backup.engines.postgresql.engine import PostgreSQL
+from enclave_backup.marker import marker, parse_marker
 
 OWN_SESSION = "1530fd8813ad694b0000000000000009"
 # SHOW CLUSTER SESSIONS, reduced to the columns the restore selects.
@@ -67,14 +71,14 @@ def crdb_conn(**fail) -> Recorded:
 
 
 def test_cockroachdb_statements_use_its_syntax():
-    sql = dialect("cockroachdb")
-    assert isinstance(sql, CockroachDB) and isinstance(dialect("postgresql"), PostgreSQL)
+    sql = engines.get("cockroachdb")
+    assert isinstance(sql, CockroachDB) and isinstance(engines.get("postgresql"), PostgreSQL)
     assert sql.create_sql(None, "malbork_restoring_20250101000000", "malbork") == \
         'CREATE DATABASE "malbork_restoring_20250101000000"'
     assert sql.drop_sql("malbork_pre_restore_1", force=False) == 'DROP DATABASE IF EXISTS "malbork_pre_restore_1" CASCADE'
     assert sql.rename_sql("malbork", 'odd"name') == 'ALTER DATABASE "malbork" RENAME TO "odd""name"'
     assert sql.comment_sql("malbork", "it's") == "COMMENT ON DATABASE \"malbork\" IS 'it''s'"
-    assert sql.maintenance_databases[0] == "defaultdb" and not sql.swap_in_transaction
+    assert sql.maintenance_databases[0] == "defaultdb" and sql.defers_views
     # PostgreSQL has no CASCADE here; FORCE ends the sessions of a dead run.
     assert PostgreSQL().drop_sql("x", force=True) == 'DROP DATABASE IF EXISTS "x" WITH (FORCE)'
 
@@ -106,8 +110,9 @@ def test_cockroachdb_never_lists_or_ends_sessions():
 def test_leftover_scratch_and_old_previous_databases_are_found_by_name():
     conn = crdb_conn()
     sql = CockroachDB()
-    maintenance.drop_leftovers(conn, sql, "malbork")
-    assert maintenance.keep_previous(conn, sql, "malbork", keep=1) == ["malbork_pre_restore_20250101000000"]
+    conns = Connections(conn, "defaultdb", open_session=None)  # CockroachDB drops open no other session
+    maintenance.drop_leftovers(conns, sql, "malbork")
+    assert maintenance.keep_previous(conns, sql, "malbork", keep=1) == ["malbork_pre_restore_20250101000000"]
     assert [s for s in conn.sql() if s.startswith("DROP")] == [
         'DROP DATABASE IF EXISTS "malbork_restoring_20250401000000" CASCADE',
         'DROP DATABASE IF EXISTS "malbork_pre_restore_20250101000000" CASCADE']

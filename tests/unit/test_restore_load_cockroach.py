@@ -10,10 +10,11 @@ from __future__ import annotations
 import hashlib
 import io
 
-from enclave_backup import replay
+from enclave_backup import db, replay
+from enclave_backup.db import Connections
 from enclave_backup.config import Config
 from enclave_backup.manifest import Manifest
-from enclave_backup.swap_views import HoldBack
+from enclave_backup.engines.cockroachdb.swap import HoldBack
 
 SCRIPT = b"""-- enclave-backup dump
 -- engine: cockroachdb
@@ -61,7 +62,10 @@ def test_load_keeps_view_statements_for_the_swap_and_commits_the_data(pg, dbname
                         started_at="", finished_at="", compression="none", stored_size=len(SCRIPT),
                         sha256=hashlib.sha256(SCRIPT).hexdigest(), uncompressed_size=len(SCRIPT))
     storage = Storage()
-    loaded = replay.load(Config(bucket="b"), storage, "k", manifest, dbname, defer=HoldBack())
+    config = Config(bucket="b")
+    open_session = db.opener(config)
+    with Connections(open_session("postgres"), "postgres", open_session) as conns:
+        loaded = replay.load(config, conns, storage, "k", manifest, dbname, defer=HoldBack())
     # The reader marker that keeps prune away was there while reading, and is gone.
     assert storage.objects == {} and [k.startswith("k.reader-") for k in storage.deleted] == [True]
     assert loaded.deferred == ["CREATE VIEW public.v (x) AS SELECT x FROM public.parent",

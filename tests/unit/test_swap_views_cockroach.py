@@ -28,11 +28,11 @@ import re
 import psycopg
 import pytest
 
-from enclave_backup import dump_cockroach as dc
-from enclave_backup import swap_views
+from enclave_backup.engines.cockroachdb import dump as dc
+from enclave_backup.engines.cockroachdb import swap as swap_views
 from enclave_backup.errors import DatabaseError
-from enclave_backup.dialects import CockroachDB
-from enclave_backup.swap_views import View, is_view_statement, swap_keeping_views
+from enclave_backup.engines.cockroachdb.engine import CockroachDB
+from enclave_backup.engines.cockroachdb.swap import View, is_view_statement, swap_keeping_views
 from tests.unit.test_dump_cockroach import CATALOG, DATA, ROUTINES
 
 # crdb_internal.create_statements rows of the live database (schema_name, descriptor_name,

@@ -4,32 +4,21 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import functools
 import hashlib
 import secrets
 from datetime import datetime, timedelta, timezone
 
-from . import __version__, db, log, signing
+from . import __version__, db, engines, log, signing
 from .clock import utcnow
 from .compress import compressor, worker_count
 from .config import Config
 from .encryption import ENCRYPTED_CONTENT_TYPE, encryptor, manifest_field, parse_recipients
-from .errors import StorageError
+from .errors import ConfigError, StorageError
 from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, header_line, installation_tag,
                        key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
 from .s3 import Storage
 from .stats import DumpStats
-
-
-def dumper_for(engine: str, config: Config):
-    """A function (conn, database, write, stats) -> database-level state for the manifest, or None."""
-    if engine == "cockroachdb":
-        from .dump_cockroach import dump_cockroachdb
-        return dump_cockroachdb
-    from .dump_postgres import dump_postgresql
-    return functools.partial(dump_postgresql, pg_dump=config.pg_dump, progress_interval=config.progress_interval,
-                             lock_timeout_seconds=config.lock_timeout_seconds)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt() parameter number
@@ -88,19 +77,53 @@ def _manifest_is_own(storage: Storage, manifest: Manifest) -> bool:
         (manifest.key, manifest.run_id, manifest.sha256, manifest.stored_size) and bool(manifest.run_id)
 
 
-def _iso(moment: datetime) -> str:
+def store_manifest(storage: Storage, manifest: Manifest) -> None:
+    """Write the manifest that makes `manifest.key` a backup; without it, delete the object (this run's)."""
+    logger = log.get()
+    key = manifest.key
+    try:
+        storage.put_new(manifest_key(key), manifest.to_json(), "application/json",
+                        encode_metadata(manifest.identity()))
+    except StorageError as failed:
+        # A retried write can meet its own first attempt: stored, but its answer lost, so the retry
+        # hears "already exists" (412) or gives up. If the manifest there is this run's, it is written.
+        if _manifest_is_own(storage, manifest):
+            logger.warning("the manifest was stored by an earlier attempt of this run whose answer was lost; "
+                           "the backup is complete", key=key, retry_answer=str(failed))
+        else:
+            # Without its manifest the object is not a backup; do not leave it looking like one. The key
+            # carries this run's id and was written with If-None-Match, so the object is this run's own.
+            try:
+                storage.cleanup_storage().delete(key)
+            except StorageError as exc:
+                logger.error("could not delete the object whose manifest failed", key=key, error=str(exc))
+            raise
+
+
+def iso_time(moment: datetime) -> str:
     return moment.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def run_backup(config: Config) -> Manifest:
-    logger = log.get()
-    keep_large_buffers_mapped()
-    # An unreadable key fails before any work, not after the whole dump.
+def load_signing_key(config: Config):
+    """The signing key, read before any work (an unreadable one fails now, not after the whole dump)."""
     signing_key = signing.load_private_key(config.signing_key_file) if config.signing_key_file else None
     if signing_key is None:
-        logger.warning("this backup is not signed: restore and verify refuse it unless "
-                       "ENCLAVE_BACKUP_ALLOW_UNVERIFIED is set; give the backup a signing key "
-                       f"({signing.KEY_ENV}, Helm value Backup.Signing.SecretName)")
+        log.get().warning("this backup is not signed: restore and verify refuse it unless "
+                          "ENCLAVE_BACKUP_ALLOW_UNVERIFIED is set; give the backup a signing key "
+                          f"({signing.KEY_ENV}, Helm value Backup.Signing.SecretName)")
+    return signing_key
+
+
+def run_backup(config: Config, incremental: bool = False) -> Manifest:
+    if config.method == "native":
+        from .native_backup import run_native_backup
+        return run_native_backup(config, incremental)
+    if incremental:
+        raise ConfigError("an incremental backup needs the native method (ENCLAVE_BACKUP_METHOD=native, Helm value "
+                          "Backup.Method=native); a dump is always whole")
+    logger = log.get()
+    keep_large_buffers_mapped()
+    signing_key = load_signing_key(config)
     storage = Storage(config)
     storage.check_bucket()  # bad credentials or a missing bucket fail before any work
     abort_stale_uploads(storage, config)
@@ -149,38 +172,23 @@ def run_backup(config: Config) -> Manifest:
 
                 # ASCII only: the script declares its encoding later, and a header must not contradict it.
                 header = (f"-- enclave-backup {__version__}: {engine} database {ascii_name(config.database)}\n"
-                          f"-- started {_iso(started)}; replay into an empty database\n").encode()
+                          f"-- started {iso_time(started)}; replay into an empty database\n").encode()
                 write(header + header_line(identity) + b"\n")
                 with db.database_errors(config.database, "dumping the database"):
-                    database_state = dumper_for(engine, config)(conn, config.database, write, stats)
+                    database_state = engines.get(engine).dump(conn, config, write, stats)
             upload.complete()
 
     finished = utcnow()
     manifest = Manifest(
         key=key, database=config.database, engine=engine, server_version=version,
-        started_at=_iso(started), finished_at=_iso(finished), compression=config.compression,
+        started_at=iso_time(started), finished_at=iso_time(finished), compression=config.compression,
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
         tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
         database_state=database_state, installation=config.installation, run_id=run_id,
         encryption=encryption)
     if signing_key is not None:
         signing.sign(manifest, signing_key)
-    try:
-        storage.put_new(manifest_key(key), manifest.to_json(), "application/json", encode_metadata(identity))
-    except StorageError as failed:
-        # A retried write can meet its own first attempt: stored, but its answer lost, so the retry
-        # hears "already exists" (412) or gives up. If the manifest there is this run's, it is written.
-        if _manifest_is_own(storage, manifest):
-            logger.warning("the manifest was stored by an earlier attempt of this run whose answer was lost; "
-                           "the backup is complete", key=key, retry_answer=str(failed))
-        else:
-            # Without its manifest the object is not a backup; do not leave it looking like one. The key
-            # carries this run's id and was written with If-None-Match, so the object is this run's own.
-            try:
-                storage.cleanup_storage().delete(key)
-            except StorageError as exc:
-                logger.error("could not delete the object whose manifest failed", key=key, error=str(exc))
-            raise
+    store_manifest(storage, manifest)
 
     seconds = max(progress.elapsed, 1e-6)
     logger.info("backup complete", key=key, bucket=config.bucket, engine=engine,

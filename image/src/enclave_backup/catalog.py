@@ -40,6 +40,7 @@ class Backup:
     installation: str = ""
     stored_at: datetime | None = None  # the store's clock: when the manifest was written
     finished: datetime | None = None  # from the manifest; the manifest is written right after it
+    native: dict | None = None  # a native backup's place in its collection (Manifest.native)
 
     @property
     def manifest_key(self) -> str:
@@ -97,7 +98,8 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
     Other keys beside them (`<key>.verify.json`, files of other tools) are never backups.
     """
     installation = storage.config.installation if installation is None else installation
-    objects = {o.key: o for o in storage.list(key_prefix)}
+    # Backups are directly under the prefix; a native collection's files are in a folder below it.
+    objects = {o.key: o for o in storage.list(key_prefix, shallow=True)}
     found = []
     for key, obj in objects.items():
         parsed = parse_key(key, key_prefix)
@@ -121,12 +123,13 @@ def complete_backups(storage: Storage, key_prefix: str, database: str, *,
             continue
         if manifest.database != database or installation not in (ANY_INSTALLATION, manifest.installation):
             continue
-        found.append(Backup(key, manifest.database, started, obj.size, manifest.installation,
-                            objects[manifest_key(key)].last_modified, finished))
+        size = manifest.native.get("size_bytes", obj.size) if manifest.native else obj.size
+        found.append(Backup(key, manifest.database, started, size, manifest.installation,
+                            objects[manifest_key(key)].last_modified, finished, manifest.native))
     return newest_first(found)
 
 
-_BACKUP_SUFFIX = re.compile(r"\.sql(?:\.gz|\.zst)?(?:\.age)?$")
+_BACKUP_SUFFIX = re.compile(r"(?:\.sql(?:\.gz|\.zst)?(?:\.age)?|\.crdb)$")
 
 
 def _looks_like_backup(key: str, key_prefix: str, database: str) -> bool:

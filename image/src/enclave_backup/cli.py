@@ -52,7 +52,7 @@ def _measured(config, command: str, run, figures=lambda result: {}):
 
 def cmd_backup(config, args) -> int:
     from .backup import run_backup
-    _measured(config, "backup", lambda: run_backup(config),
+    _measured(config, "backup", lambda: run_backup(config, incremental=args.incremental),
               lambda m: {"stored_bytes": m.stored_size, "sql_bytes": m.uncompressed_size,
                          "tables": len(m.tables), "rows": sum(m.tables.values())})
     if args.prune:
@@ -152,6 +152,9 @@ def cmd_check(config, _args) -> int:
     found = sum(1 for _ in zip(range(1), storage.list(config.key_prefix)))
     log.get().info("bucket reachable", bucket=config.bucket, prefix=config.key_prefix,
                    objects_under_prefix=bool(found))
+    if config.method == "native":
+        from .native_backup import probe
+        probe(config)
     return 0
 
 
@@ -162,6 +165,8 @@ def parser() -> argparse.ArgumentParser:
     bk = sub.add_parser("backup", help="dump the database and upload it")
     bk.add_argument("--prune", action="store_true",
                     help="then apply the retention rules (only if the backup succeeded)")
+    bk.add_argument("--incremental", action="store_true",
+                    help="native method: add an incremental backup to the newest backup's chain")
     bk.set_defaults(run=cmd_backup)
     ls = sub.add_parser("list", help="list complete backups, newest first")
     ls.add_argument("--json", action="store_true", help="machine-readable output")
@@ -170,7 +175,8 @@ def parser() -> argparse.ArgumentParser:
     rs.add_argument("--object", required=True, help="object key of the backup, or 'latest'")
     rs.add_argument("--force", action="store_true", help="restore even if this backup was already restored")
     rs.set_defaults(run=cmd_restore)
-    sub.add_parser("check", help="check that the bucket is reachable with the credentials").set_defaults(run=cmd_check)
+    sub.add_parser("check", help="check that the bucket is reachable with the credentials (native method: "
+                   "from the database's nodes too)").set_defaults(run=cmd_check)
     pr = sub.add_parser("prune", help="delete the backups the retention rules (ENCLAVE_BACKUP_KEEP_*) no longer keep")
     pr.add_argument("--dry-run", action="store_true", help="only list what would be deleted, and why")
     pr.set_defaults(run=cmd_prune)

@@ -15,6 +15,7 @@ MiB = 1 << 20
 
 ENGINES = ("auto", "cockroachdb", "postgresql")
 COMPRESSIONS = ("gzip", "zstd", "none")
+METHODS = ("dump", "native")
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 # S3's rules (3-63 characters, letters, digits, dots, hyphens; underscores for older stores).
 _BUCKET_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{1,61}[A-Za-z0-9]$")
@@ -72,6 +73,13 @@ class Config:
     sse: str = ""
     sse_kms_key_id: str = ""
     sse_customer_key_file: str = ""
+    # The backup method (README "Choosing a backup method"): a logical dump, or CockroachDB's own BACKUP.
+    method: str = "dump"
+    native_revision_history: bool = True  # where the cluster's licence allows it
+    native_path_style: str = "auto"  # how the nodes address the bucket: auto | true | false
+    native_poll_seconds: float = 5.0
+    native_pause_seconds: float = 3600.0  # a paused job is cancelled after this
+    restore_as_of: str = ""  # RFC 3339: point-in-time restore of a native backup with revision history
 
     @property
     def key_prefix(self) -> str:
@@ -233,6 +241,15 @@ def _pushgateway_url(env: Mapping[str, str]) -> str:
     return url
 
 
+def _as_of(env: Mapping[str, str]) -> str:
+    """Checked now, in UTC: a bad time fails before any work."""
+    raw = _text(env, "ENCLAVE_BACKUP_RESTORE_AS_OF")
+    if not raw:
+        return ""
+    from .engines.cockroachdb.native import parse_as_of
+    return parse_as_of(raw).isoformat().replace("+00:00", "Z")
+
+
 def load(env: Mapping[str, str] | None = None) -> Config:
     env = os.environ if env is None else env
     bucket = env.get("ENCLAVE_BACKUP_BUCKET", "").strip()
@@ -295,4 +312,10 @@ def load(env: Mapping[str, str] | None = None) -> Config:
         encryption_identity_file=_file(env, "ENCLAVE_BACKUP_ENCRYPTION_IDENTITY_FILE",
                                        "the age identity (identity.txt)"),
         sse=sse, sse_kms_key_id=sse_kms_key_id, sse_customer_key_file=sse_customer_key_file,
+        method=_choice(env, "ENCLAVE_BACKUP_METHOD", "dump", METHODS),
+        native_revision_history=_bool(env, "ENCLAVE_BACKUP_NATIVE_REVISION_HISTORY", True),
+        native_path_style=_choice(env, "ENCLAVE_BACKUP_NATIVE_PATH_STYLE", "auto", ("auto", "true", "false")),
+        native_poll_seconds=_float(env, "ENCLAVE_BACKUP_NATIVE_POLL_SECONDS", 5.0, minimum=0.01, maximum=600),
+        native_pause_seconds=_float(env, "ENCLAVE_BACKUP_NATIVE_PAUSE_SECONDS", 3600.0, minimum=0, maximum=7 * DAY),
+        restore_as_of=_as_of(env),
     )

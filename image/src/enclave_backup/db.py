@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from typing import Callable
 
 import psycopg
 from tenacity import retry, retry_if_exception, stop_after_delay, wait_exponential
@@ -121,6 +122,46 @@ def _own_timeouts(conn: psycopg.Connection) -> None:
                  "WHERE name = ANY(%s)", (_TIMEOUTS,))
     if not conn.autocommit:
         conn.commit()
+
+
+def opener(config: Config) -> Callable[[str], psycopg.Connection]:
+    """Opens an autocommit session in the database it is given, with the run's settings."""
+    return lambda dbname: connect(config, dbname=dbname, autocommit=True)
+
+
+class Connections:
+    """The connections of one restore or verify: the maintenance connection (autocommit, outside the
+    databases it creates, renames and drops), opened once and handed to every step, and the sessions
+    those steps open in other databases through `open`; all closed together."""
+
+    def __init__(self, maintenance: psycopg.Connection, maintenance_name: str,
+                 open_session: Callable[[str], psycopg.Connection]):
+        self.maintenance = maintenance
+        self.maintenance_name = maintenance_name
+        self._open_session = open_session
+        self._opened: list[psycopg.Connection] = []
+
+    def open(self, dbname: str) -> psycopg.Connection:
+        """A new autocommit session in `dbname`: close it (or leave it to close()) before that database is renamed."""
+        conn = self._open_session(dbname)
+        self._opened = [c for c in self._opened if not c.closed] + [conn]
+        return conn
+
+    def working_maintenance(self) -> psycopg.Connection:
+        """The maintenance connection, opened again if the server ended it (a restart, a terminated session)."""
+        if self.maintenance.broken or self.maintenance.closed:
+            self.maintenance = self.open(self.maintenance_name)
+        return self.maintenance
+
+    def close(self) -> None:
+        for conn in [*self._opened, self.maintenance]:
+            conn.close()
+
+    def __enter__(self) -> "Connections":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 @contextlib.contextmanager

@@ -12,15 +12,20 @@ from datetime import datetime, timezone
 from .errors import IntegrityError
 
 FORMAT_VERSION = 1
+# A native backup's manifest (method "native"): tools that read only version 1 refuse it rather
+# than replay its pointer object as a script.
+NATIVE_FORMAT_VERSION = 2
 MANIFEST_SUFFIX = ".manifest.json"
 EXTENSIONS = {"gzip": ".sql.gz", "zstd": ".sql.zst", "none": ".sql"}
 CONTENT_TYPES = {"gzip": "application/gzip", "zstd": "application/zstd", "none": "application/sql"}
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
 ENCRYPTED_SUFFIX = ".age"  # the compressed script encrypted to age recipients (encryption.py)
+# A native backup's object in the prefix: a small text naming its place in the CockroachDB collection.
+NATIVE_SUFFIX = ".crdb"
 
 # The run id makes keys unique per run: two runs started in the same second never share one.
 _KEY_RE = re.compile(r"^(?P<db>[^/]+)-(?P<ts>\d{8}T\d{6}Z)(?:-(?P<run>[0-9a-f]{8,32}))?"
-                     r"(?P<ext>\.sql(?:\.gz|\.zst)?(?:\.age)?)$")
+                     r"(?P<ext>\.sql(?:\.gz|\.zst)?(?:\.age)?|\.crdb)$")
 
 
 def installation_tag(installation: str) -> str:
@@ -40,9 +45,11 @@ def key_name(database: str) -> str:
 
 
 def object_key(key_prefix: str, database: str, started: datetime, compression: str, run_id: str = "",
-               encrypted: bool = False) -> str:
+               encrypted: bool = False, native: bool = False) -> str:
     stamp = started.astimezone(timezone.utc).strftime(TIMESTAMP_FORMAT)
     run = f"-{run_id}" if run_id else ""
+    if native:
+        return f"{key_prefix}{key_name(database)}-{stamp}{run}{NATIVE_SUFFIX}"
     suffix = ENCRYPTED_SUFFIX if encrypted else ""
     return f"{key_prefix}{key_name(database)}-{stamp}{run}{EXTENSIONS[compression]}{suffix}"
 
@@ -96,10 +103,15 @@ class Manifest:
     # {"algorithm": "ed25519", "key_id": ..., "value": base64} over signed_bytes(); None: unsigned.
     signature: dict | None = None
     format_version: int = FORMAT_VERSION
+    method: str = "dump"  # "native": CockroachDB's BACKUP; the object is a pointer into `native`'s collection
+    # native only: {"collection", "folder", "type", "end_hlc", "end_time", "revision_history", "job_id", ...}
+    native: dict | None = None
 
     def signed_bytes(self) -> bytes:
-        """What the signature covers: every field but the signature, in one canonical form."""
-        data = {k: v for k, v in asdict(self).items() if k != "signature"}
+        """What the signature covers: every field but the signature, in one canonical form (the
+        native fields only where set, so manifests signed before they existed still verify)."""
+        data = {k: v for k, v in asdict(self).items() if k != "signature"
+                and not (k in _NATIVE_FIELDS and v == _NATIVE_FIELDS[k])}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     def to_json(self) -> bytes:
@@ -114,9 +126,13 @@ class Manifest:
         if not isinstance(data, dict):
             raise IntegrityError(f"the manifest of {key} is not a JSON object")
         version = data.get("format_version")
-        if version != FORMAT_VERSION:
+        if version not in (FORMAT_VERSION, NATIVE_FORMAT_VERSION):
             raise IntegrityError(f"the manifest of {key} has format version {repr(version)[:40]}; "
-                                 f"this tool reads version {FORMAT_VERSION}")
+                                 f"this tool reads versions {FORMAT_VERSION} and {NATIVE_FORMAT_VERSION}")
+        if (version == NATIVE_FORMAT_VERSION) != (data.get("method") == "native"):
+            raise IntegrityError(f"the manifest of {key} has format version {version} and method "
+                                 f"{repr(data.get('method'))[:40]}: version {NATIVE_FORMAT_VERSION} is for native "
+                                 "backups only")
         from .schemas import problem  # every field checked here, once, before any is used
         if wrong := problem(data, "manifest"):
             raise IntegrityError(f"the manifest of {key} is not one this tool wrote: {wrong}")
@@ -132,6 +148,8 @@ class Manifest:
         return {"database": self.database, "engine": self.engine, "installation": self.installation,
                 "run_id": self.run_id}
 
+
+_NATIVE_FIELDS = {"method": "dump", "native": None}
 
 HEADER_TAG = b"-- enclave-backup-identity: "
 

@@ -3,7 +3,8 @@
 Only backups `catalog.complete_backups` returns are candidates (this database, this
 prefix, with our manifest). Each goes object first, then its manifest, then its
 verification record: an interrupted prune leaves at most a manifest without its
-object, which no command counts as a backup.
+object, which no command counts as a backup. A native backup's object is its pointer; its
+chain's data in the collection goes only once no backup of that chain is left (retention.keep_chains).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ import threading
 from dataclasses import dataclass, field
 
 from . import log, readers
-from .catalog import complete_backups
+from .catalog import complete_backups, parse_time
 from .clock import utcnow
 from .config import Config
 from .errors import STOP_DEADLINE_SECONDS, Terminated
 from .manifest import manifest_key
-from .retention import Decision, Rules, decide
+from .engines.cockroachdb.native import INCREMENTALS_FOLDER
+from .native_backup import COLLECTIONS_FOLDER
+from .retention import Decision, Link, Rules, chains_gone, decide, keep_chains
 from .s3 import Storage
 from .verification import record_key
 
@@ -96,7 +99,9 @@ def _run_prune(config: Config, dry_run: bool, check) -> PruneSummary:
     marked = readers.all_markers(storage, config.key_prefix, config.database)
     protected = {key: "being read by a restore or verify" for key, found in marked.items()
                  if readers.live(found, config.reader_marker_seconds, now)}
-    for decision in decide(backups, rules, now, protected):
+    links = {b.key: Link((b.native["collection"], b.native["folder"]), parse_time(b.native["end_time"]))
+             for b in backups if b.native}
+    for decision in keep_chains(decide(backups, rules, now, protected), links):
         if decision.ordered_at is not None:
             logger.warning("prune: the writer's clock and the store's disagreed on this backup; it is ordered by "
                            "the store's clock", key=decision.key, started=decision.started.isoformat(),
@@ -120,10 +125,37 @@ def _run_prune(config: Config, dry_run: bool, check) -> PruneSummary:
         _delete(storage, decision.key)
         logger.info("prune: deleted", key=decision.key, started=decision.started.isoformat(), rule=decision.reason)
         summary.deleted.append(decision)
+    # After the loop: a backup a reader started on since the listing keeps its chain too.
+    for collection, folder in sorted(chains_gone(summary.kept + summary.deleted, links)):
+        check()
+        _delete_chain(storage, config, collection, folder, dry_run, check)
     logger.info("prune complete", database=config.database, rules=rules.describe(), dry_run=dry_run,
                 kept=len(summary.kept), deleted=len(summary.deleted),
                 **({"would_delete": [d.key for d in summary.deleted]} if dry_run else {}))
     return summary
+
+
+def _delete_chain(storage: Storage, config: Config, collection: str, folder: str, dry_run: bool, check) -> None:
+    """The data of a native chain none of whose backups is left: its full backup's folder and its
+    incrementals (in `incrementals/<folder>` from 22.1, in the full backup's folder before)."""
+    logger = log.get()
+    if not collection.startswith(f"{config.key_prefix}{COLLECTIONS_FOLDER}/"):
+        logger.warning("prune: left a chain's data alone: its collection is not where this tool writes them",
+                       collection=collection, folder=folder)
+        return
+    prefixes = [f"{collection}{folder}/", f"{collection}/{INCREMENTALS_FOLDER}{folder}/"]
+    if dry_run:
+        logger.info("prune: would delete the data of a chain no backup is left of", collection=collection,
+                    folder=folder)
+        return
+    deleted = 0
+    for prefix in prefixes:
+        for obj in storage.list(prefix):
+            check()
+            storage.delete(obj.key)
+            deleted += 1
+    logger.info("prune: deleted the data of a chain no backup is left of", collection=collection, folder=folder,
+                objects=deleted)
 
 
 def _delete(storage: Storage, key: str) -> None:

@@ -94,7 +94,7 @@ class ObjectStream:
             raise IntegrityError(f"{self.key} does not match its manifest: " + "; ".join(problems))
 
 
-def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch: str,
+def load(config: Config, conns: db.Connections, storage: Storage, key: str, manifest: Manifest, scratch: str,
          defer=None) -> Loaded:
     """Apply the object's script to `scratch`, one statement at a time, stopping at the first error.
 
@@ -104,8 +104,8 @@ def load(config: Config, storage: Storage, key: str, manifest: Manifest, scratch
     logger = log.get()
     loaded = Loaded()
     progress = Progress(config.progress_interval, lambda fields: logger.info("restore progress", **fields))
-    conn = db.connect(config, dbname=scratch, autocommit=True)
-    fanout = FanOut(lambda: db.connect(config, dbname=scratch, autocommit=True), config.restore_jobs) \
+    conn = conns.open(scratch)
+    fanout = FanOut(lambda: conns.open(scratch), config.restore_jobs) \
         if config.restore_jobs > 1 else None
     # The marker keeps prune away from the backup while it is read.
     with conn, contextlib.closing(fanout) if fanout else contextlib.nullcontext(), \

@@ -4,7 +4,7 @@ Rules as in restic and k8up: the newest KeepLast, everything younger than KeepDa
 the newest backup of each of the last KeepDaily days, KeepWeekly ISO weeks and
 KeepMonthly months that hold a backup (calendar in UTC). A backup is kept when any
 rule keeps it; with no rule set every backup is kept. The newest backup and any backup
-a reader holds are always kept.
+a reader holds are always kept, and so is every backup a kept native incremental restores from.
 """
 
 from __future__ import annotations
@@ -133,3 +133,35 @@ def _outside(rules: Rules) -> tuple[str, ...]:
         if getattr(rules, field):
             found.append(f"not the newest of one of the last {getattr(rules, field)} {_PERIOD[field]}s ({name})")
     return tuple(found)
+
+
+@dataclass(frozen=True)
+class Link:
+    """A native backup's place in its incremental chain: the chain (collection and full backup's
+    folder) and when the backup ends."""
+    chain: tuple[str, str]
+    end: datetime
+
+
+def keep_chains(decisions: list[Decision], links: Mapping[str, Link]) -> list[Decision]:
+    """`decisions` with every backup a kept one needs kept too: an incremental restores from its full
+    backup and every incremental of its chain before it, so those are kept with it."""
+    needed: dict[tuple[str, str], datetime] = {}
+    for d in decisions:
+        if d.keep and d.key in links:
+            link = links[d.key]
+            needed[link.chain] = max(needed.get(link.chain, link.end), link.end)
+    adjusted = []
+    for d in decisions:
+        link = links.get(d.key)
+        if not d.keep and link and link.chain in needed and link.end <= needed[link.chain]:
+            d = Decision(d.key, d.started, True, ("a kept incremental backup of its chain restores from it",),
+                         d.ordered_at)
+        adjusted.append(d)
+    return adjusted
+
+
+def chains_gone(decisions: list[Decision], links: Mapping[str, Link]) -> set[tuple[str, str]]:
+    """The chains none of whose backups is kept: their data can go once their pointers are gone."""
+    kept = {links[d.key].chain for d in decisions if d.keep and d.key in links}
+    return {links[d.key].chain for d in decisions if d.key in links} - kept

@@ -221,10 +221,11 @@ class Storage:
         with storage_errors("checking", self.bucket):
             self.client.head_bucket(Bucket=self.bucket)
 
-    def list(self, prefix: str) -> Iterator[StoredObject]:
+    def list(self, prefix: str, shallow: bool = False) -> Iterator[StoredObject]:
+        """Objects under `prefix`; `shallow`: only those directly in it (none of a deeper folder's)."""
         paginator = self.client.get_paginator("list_objects_v2")
         with storage_errors("listing", self.bucket, prefix or None):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **({"Delimiter": "/"} if shallow else {})):
                 for item in page.get("Contents", []):
                     yield StoredObject(item["Key"], item["Size"], item["LastModified"])
 

@@ -14,6 +14,26 @@ MAX_COUNT = 2**63 - 1
 _COUNT = {"type": "integer", "minimum": 0, "maximum": MAX_COUNT}
 _TEXT = {"type": "string", "maxLength": 65536}
 
+# Where a native backup's data is and which backup of the chain it is: the restore splices these
+# into RESTORE, so each is held to the shape CockroachDB writes.
+_NATIVE = {
+    "type": "object",
+    "required": ["collection", "folder", "type", "end_hlc", "end_time", "revision_history", "job_id"],
+    "properties": {
+        # The collection's key prefix in the bucket: a plain path, like ENCLAVE_BACKUP_PREFIX.
+        "collection": {"type": "string", "minLength": 1, "maxLength": 900,
+                       "pattern": "^(?!.*(^|/)\\.{1,2}(/|$))[^\\\\\\x00-\\x1f?#]+$"},
+        "folder": {"type": "string", "pattern": "^/\\d{4}/\\d{2}/\\d{2}-\\d{6}\\.\\d{2}$"},
+        "type": {"enum": ["full", "incremental"]},
+        "end_hlc": {"type": "string", "pattern": "^\\d{1,20}(\\.\\d{1,10})?$"},
+        "end_time": {"type": "string", "maxLength": 64},
+        "revision_history": {"type": "boolean"},
+        "job_id": _COUNT,
+        "size_bytes": _COUNT,
+        "rows": _COUNT,
+    },
+}
+
 MANIFEST = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -48,7 +68,13 @@ MANIFEST = {
             "required": ["algorithm", "key_id", "value"],
             "properties": {"algorithm": _TEXT, "key_id": _TEXT, "value": _TEXT},
         },
+        "method": {"enum": ["dump", "native"]},
+        "native": {"oneOf": [{"type": "null"}, _NATIVE]},
     },
+    # A native manifest names where its data is; a dump's names nothing of the kind.
+    "if": {"properties": {"method": {"const": "native"}}, "required": ["method"]},
+    "then": {"required": ["native"], "properties": {"native": _NATIVE}},
+    "else": {"properties": {"native": {"type": "null"}}},
 }
 
 RECORD = {

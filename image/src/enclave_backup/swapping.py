@@ -1,8 +1,5 @@
-"""Putting the restored database in the live one's place: clients out first, then the renames.
-
-live -> previous and scratch -> live, one transaction where the engine allows it; on
-CockroachDB, where views and routines block the rename, swap_views.py does it instead.
-"""
+"""Around the swap (each engine's swap_in renames live -> previous and scratch -> live): clients
+out first; materialized views refreshed under the final name after; how to roll back by hand."""
 
 from __future__ import annotations
 
@@ -12,12 +9,9 @@ import psycopg
 
 from . import db, log
 from .config import Config
-from .dialects import Client
+from .engines import Client
 from .errors import DatabaseError
 from .names import restored_name
-from .swap_views import swap_keeping_views
-
-SWAP_RETRY_SECONDS = 10.0  # after terminating clients: time for their sessions to end
 
 
 def wait_for_clients(config: Config, conn, sql, live: str | None) -> None:
@@ -64,17 +58,7 @@ def _who(clients: list[Client]) -> str:
     return shown + (f" and {len(clients) - 5} more" if len(clients) > 5 else "")
 
 
-def swap_in(config: Config, conn, sql, live: str, scratch: str, previous: str | None, deferred: list[str]) -> None:
-    """live -> previous (None: there is no live database), scratch -> live, the engine's way;
-    `deferred`: the statements the load held back for after the renames (CockroachDB)."""
-    if sql.defers_views:
-        swap_keeping_views(conn, sql, live, scratch, previous, deferred,
-                           lambda name: db.connect(config, dbname=name, autocommit=True))
-    else:
-        swap(conn, sql, live, scratch, previous)
-
-
-def refresh_materialized_views(config: Config, live: str, statements: list[tuple[str, bytes]]) -> None:
+def refresh_materialized_views(conns: db.Connections, live: str, statements: list[tuple[str, bytes]]) -> None:
     """The load filled materialized views under the scratch database's name, so one over
     current_database() shows that name: refreshed again once the database has its own, in the
     script's (dependency) order. The restore is done by now: a failure here only warns."""
@@ -82,7 +66,7 @@ def refresh_materialized_views(config: Config, live: str, statements: list[tuple
         return
     logger = log.get()
     try:
-        with db.connect(config, dbname=live, autocommit=True) as conn:
+        with conns.open(live) as conn:
             conn.execute("SELECT pg_catalog.set_config('search_path', '', false)")  # as the script ran them
             for encoding, statement in statements:
                 # The statement's bytes are in the script's encoding (a name may be LATIN1, EUC_JP...).
@@ -93,39 +77,6 @@ def refresh_materialized_views(config: Config, live: str, statements: list[tuple
                        "they got in the scratch database", database=live, error=db.describe(exc, live))
         return
     logger.info("materialized views refreshed under the database's name", database=live, views=len(statements))
-
-
-def swap(conn, sql, live: str, scratch: str, previous: str | None) -> None:
-    """live -> previous, scratch -> live. Retries while a client slips in between (PostgreSQL)."""
-    deadline = time.monotonic() + SWAP_RETRY_SECONDS
-    while True:
-        try:
-            _swap_once(conn, sql, live, scratch, previous)
-            return
-        except psycopg.errors.ObjectInUse as exc:
-            if time.monotonic() >= deadline:
-                raise DatabaseError(f"cannot rename {live!r}: {db.describe(exc, live)}; "
-                                    "a client keeps connecting to it") from None
-            time.sleep(0.2)
-        except psycopg.Error as exc:
-            raise DatabaseError(f"swapping in the restored database: {db.describe(exc, live)}") from None
-
-
-def _swap_once(conn, sql, live: str, scratch: str, previous: str | None) -> None:
-    if sql.swap_in_transaction:
-        with conn.transaction():
-            if previous:
-                conn.execute(sql.rename_sql(live, previous))
-            conn.execute(sql.rename_sql(scratch, live))
-        return
-    if previous:
-        conn.execute(sql.rename_sql(live, previous))
-    try:
-        conn.execute(sql.rename_sql(scratch, live))
-    except BaseException:
-        if previous:
-            conn.execute(sql.rename_sql(previous, live))  # put the live database back
-        raise
 
 
 def rollback_statements(sql, live: str, kept: str, stamp: str) -> list[str]:

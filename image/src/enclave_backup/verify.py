@@ -8,23 +8,23 @@ result is stored beside the backup (`<key>.verify.json`) for `list` and `status`
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from datetime import timedelta
 
 import psycopg
 
-from . import __version__, db, log, verification
+from . import __version__, db, log, native_restore, verification
 from .catalog import complete_backups
 from .clock import utcnow
 from .config import Config
 from .errors import BackupError, ConfigError, DatabaseError, IntegrityError, StorageError
-from .maintenance import connect_maintenance, drop_database, drop_quietly
+from .maintenance import connect_maintenance, drop_quietly
 from .manifest import parse_key
 from .names import MAX_NAME_BYTES, STAMP, verify_name, verify_pattern
 from .replay import load
 from .s3 import Storage
 from .source import resolve
 from .stats import legacy_table_key, table_key
-from .swap_views import is_view_statement
 
 MAX_NAME_ATTEMPTS = 10
 
@@ -87,19 +87,25 @@ def _record(storage: Storage, record: verification.Record, started: float) -> No
 
 def _restore_and_count(config: Config, storage: Storage, key: str, manifest) -> tuple[int, dict]:
     logger = log.get()
-    conn, sql = connect_maintenance(config, manifest)
-    with conn:
+    conns, sql = connect_maintenance(config, manifest)
+    with conns:
         with db.database_errors(config.database, "creating the verify scratch database"):
-            _drop_leftovers(conn, sql, config)
-            scratch = _create_scratch(conn, sql, config.database)
+            _drop_leftovers(conns, sql, config)
+            scratch = _free_name(conns.maintenance, sql, config.database) if manifest.method == "native" else \
+                _create_scratch(conns.maintenance, sql, config.database)
         logger.info("verify scratch database created", scratch=scratch)
         try:
-            # Views are not loaded on CockroachDB, as in a restore before its swap; rows live in tables.
-            load(config, storage, key, manifest, scratch, defer=is_view_statement if sql.defers_views else None)
-            return _count(config, scratch, manifest.tables, sql.name)
+            if manifest.method == "native":
+                # The backup's own end time: restore.asOf is the restore's choice, not what is verified.
+                native_restore.restore_into(replace(config, restore_as_of=""), conns, sql, manifest, scratch)
+                # A native manifest's row counts are SHOW BACKUP's for its own layer (an incremental's are
+                # the rows it changed): every table must be there; the rows restored are recorded.
+                restored, mismatches = _count(conns, scratch, manifest.tables, sql.name)
+                return restored, {t: m for t, m in mismatches.items() if m["restored"] < 0}
+            load(config, conns, storage, key, manifest, scratch, defer=sql.verify_defer())
+            return _count(conns, scratch, manifest.tables, sql.name)
         finally:
-            drop_quietly(conn, sql, scratch, kind="verify scratch database", later="a later verify",
-                         config=config)
+            drop_quietly(conns, sql, scratch, kind="verify scratch database", later="a later verify")
 
 
 def _create_scratch(conn, sql, database: str) -> str:
@@ -119,14 +125,25 @@ def _create_scratch(conn, sql, database: str) -> str:
                         f"of {database!r}; try again when they have finished")
 
 
-def _drop_leftovers(conn, sql, config: Config) -> None:
+def _free_name(conn, sql, database: str) -> str:
+    """A verify scratch name no database has, for RESTORE to create (a clash fails it: it takes the next)."""
+    for _ in range(MAX_NAME_ATTEMPTS):
+        scratch = verify_name(database, utcnow().strftime(STAMP))
+        if scratch not in sql.databases(conn):
+            return scratch
+        time.sleep(1)
+    raise DatabaseError(f"{MAX_NAME_ATTEMPTS} verify scratch names in a row were taken by other verify runs "
+                        f"of {database!r}; try again when they have finished")
+
+
+def _drop_leftovers(conns: db.Connections, sql, config: Config) -> None:
     """Scratch databases of verify runs killed outright, old enough that no run still uses them."""
     pattern = verify_pattern(config.database)
     cutoff = (utcnow() - timedelta(seconds=config.reader_marker_seconds)).strftime(STAMP)
-    for name in sql.databases(conn):
+    for name in sql.databases(conns.maintenance):
         match = pattern.match(name)
         if match and match.group(1) < cutoff:
-            drop_database(conn, sql, name, True, config)
+            sql.drop(conns, name, True)
             log.get().warning("dropped the scratch database of an interrupted verify", scratch=name)
 
 
@@ -144,12 +161,12 @@ CONFIG_TABLES_SQL = ("SELECT n.nspname, c.relname, coalesce(u.condition, '') FRO
                      "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace")
 
 
-def _count(config: Config, scratch: str, expected: dict[str, int], engine: str) -> tuple[int, dict]:
+def _count(conns: db.Connections, scratch: str, expected: dict[str, int], engine: str) -> tuple[int, dict]:
     """(rows restored, {table: {restored, manifest}} for every table whose count differs)."""
     only = "ONLY " if engine == "postgresql" else ""  # a partitioned or parent table's rows are its own
     mismatches: dict[str, dict[str, int]] = {}
     total = 0
-    conn = db.connect(config, dbname=scratch, autocommit=True)
+    conn = conns.open(scratch)
     with conn, db.database_errors(scratch, "counting the restored rows"):
         tables = conn.execute(TABLES_SQL).fetchall()
         dumped_only = {(s, t): condition for s, t, condition in conn.execute(CONFIG_TABLES_SQL).fetchall()} \

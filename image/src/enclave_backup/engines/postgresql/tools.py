@@ -14,7 +14,7 @@ import subprocess
 
 import psycopg
 
-from .errors import ConfigError, DatabaseError
+from ...errors import ConfigError, DatabaseError
 
 # Where Debian's and PGDG's packages put each major's client programs.
 _PACKAGE_DIRS = "/usr/lib/postgresql/*/bin/pg_dump"

@@ -5,7 +5,7 @@ database's tables (pkg/sql/rename_database.go; logic test `rename_database`: "ca
 rename database because relation ... depends on relation ..."), and from 22.2 while a
 routine does (cockroach PR #87203: "check udf dependencies before renaming a db"). So the restore holds back
 the tail of a CockroachDB script (routines, triggers, views, grants, owners; see
-dump_cockroach) and the swap runs as reversible steps, each undone in reverse order if a
+dump.py) and the swap runs as reversible steps, each undone in reverse order if a
 later one fails:
 
 0. refuse a tail that names roles the cluster does not have (nothing is renamed yet);
@@ -30,8 +30,8 @@ from typing import Callable
 
 import psycopg
 
-from . import db, log
-from .errors import DatabaseError
+from ... import db, log
+from ...errors import DatabaseError
 
 RENAME_RETRY_SECONDS = 10.0  # a just-closed session of ours may still hold the database briefly
 
@@ -124,8 +124,8 @@ def trigger_dependent(create: str) -> Dependent:
 
 
 def routine_dependents(routines: list, carried: list) -> list[Dependent]:
-    """`carried` of `routines` (dump_cockroach.Routine); an overloaded name is dropped with its parameters."""
-    from .dump_cockroach import overloaded_names
+    """`carried` of `routines` (dump.Routine); an overloaded name is dropped with its parameters."""
+    from .dump import overloaded_names
     overloaded = set(overloaded_names(routines))
     return [Dependent(r.create, f"DROP {r.kind} {r.name}" + (parameters(r.create) if r.name in overloaded else ""))
             for r in carried]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import psycopg
 
-from .db import quote_ident, quote_literal, split_quoted
+from ...db import quote_ident, quote_literal, split_quoted
 
 # Where a restored database records which backup it came from (see swap.marker).
 MARKER_SETTING = "enclave_backup.restored_from"

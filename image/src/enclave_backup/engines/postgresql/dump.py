@@ -21,12 +21,12 @@ from typing import Callable
 
 import psycopg
 
-from . import log
+from ... import log
 from .copycount import CopyCounter
-from .dbstate import read_database_state
-from .errors import DatabaseError
-from .pgtools import find_pg_dump, server_major
-from .stats import DumpStats
+from .state import read_database_state
+from ...errors import DatabaseError
+from .tools import find_pg_dump, server_major
+from ...stats import DumpStats
 
 Write = Callable[[bytes], None]
 # pg_dump's output is read a gzip block at a time through a pipe enlarged to match: per read,

@@ -9,8 +9,8 @@ and a huge row is never held whole.
 
 from __future__ import annotations
 
-from .db import split_quoted
-from .stats import DumpStats, table_key
+from ...db import split_quoted
+from ...stats import DumpStats, table_key
 
 _DATA_HEADER = b"-- Data for Name: "
 _TABLE_DATA = b"; Type: TABLE DATA;"

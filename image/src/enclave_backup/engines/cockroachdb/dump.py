@@ -24,10 +24,11 @@ from typing import Callable, Iterable
 
 import psycopg
 
-from . import insertbatch, log
-from .db import quote_ident, quote_literal
-from .errors import DatabaseError
-from .stats import DumpStats, table_key
+from ... import log
+from . import insertbatch
+from ...db import quote_ident, quote_literal
+from ...errors import DatabaseError
+from ...stats import DumpStats, table_key
 
 MIN_VERSION = (21, 1)
 SHOW_CREATE_ALL_SCHEMAS_TYPES_VERSION = (22, 1)

@@ -16,6 +16,7 @@ and documentation, each named where it is used:
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import psycopg
@@ -364,3 +365,11 @@ def test_retention_keeps_what_a_kept_incremental_restores_from():
     only_b = [decision("inc-b1", True)] + [decision(k, False) for k in ("full-b", "inc-a3", "inc-a2", "inc-a1",
                                                                        "full-a")]
     assert chains_gone(keep_chains(only_b, links), links) == {chain_a}
+
+
+def test_a_dumps_signed_bytes_do_not_change_with_the_native_fields():
+    from enclave_backup.manifest import Manifest
+    dump = Manifest(key="k.sql.gz", database="malbork", engine="cockroachdb", server_version="v", started_at="s",
+                    finished_at="f", compression="gzip", stored_size=1, sha256="0" * 64, uncompressed_size=2)
+    assert b"method" not in dump.signed_bytes() and b"native" not in dump.signed_bytes()
+    assert b'"method":"native"' in replace(dump, method="native", native={"folder": "/x"}).signed_bytes()

@@ -33,7 +33,8 @@ COLLECTIONS_FOLDER = "native"
 
 def collection_folder(config: Config) -> str:
     """This installation's collection for this database: other installations sharing the prefix keep theirs."""
-    return f"{config.key_prefix}{COLLECTIONS_FOLDER}/{key_name(config.database)}-{installation_tag(config.installation)}"
+    tag = installation_tag(config.installation)
+    return f"{config.key_prefix}{COLLECTIONS_FOLDER}/{key_name(config.database)}-{tag}"
 
 
 def waiting(config: Config) -> jobs.Waiting:
@@ -53,8 +54,9 @@ def run_native_backup(config: Config, incremental: bool = False) -> Manifest:
     folder = chain["collection"] if chain else collection_folder(config)
     store = native.store_for(config, folder, os.environ)
 
-    conn = db.connect(config, autocommit=True)
-    with conn:
+    # The session that runs and watches the job, opened again if the server ends it.
+    with db.Connections(db.connect(config, autocommit=True), config.database, db.opener(config)) as conns:
+        conn = conns.maintenance
         with db.database_errors(config.database, "reading the server version"):
             engine, version = db.detect_engine(conn, config.engine)
         if engine != "cockroachdb":
@@ -74,32 +76,42 @@ def run_native_backup(config: Config, incremental: bool = False) -> Manifest:
             logger.info("backup started", method="native", type=kind, database=config.database, engine=engine,
                         server_version=version, collection=collection.shown, folder=chain_folder,
                         end_time=iso_time(end), installation=config.installation)
-            job_id, revision_history = _start(conn, config, collection, end_hlc, release, chain_folder if chain else None)
+            job_id, revision_history = _start(conn, config, collection, end_hlc, release,
+                                              chain_folder if chain else None)
             logger.info("backup job started", job_id=job_id, revision_history=revision_history)
-            jobs.wait(conn, job_id, "backup", config.database, waiting(config),
-                      reconnect=lambda: db.connect(config, autocommit=True))
-            layer = jobs.layer(conn, collection, chain_folder, end)
+            jobs.wait(conn, job_id, "backup", config.database, waiting(config), reconnect=conns.working_maintenance)
+            collection.conn = conns.working_maintenance()
+            layer = jobs.layer(collection.conn, collection, chain_folder, end)
 
-    identity = {"database": config.database, "engine": engine, "installation": config.installation,
-                "run_id": run_id}
-    key = object_key(config.key_prefix, config.database, started, "none", run_id, native=True)
     details = {"collection": folder, "folder": chain_folder, "type": kind, "end_hlc": end_hlc,
                "end_time": iso_time(end), "revision_history": revision_history, "job_id": job_id,
                "size_bytes": layer.size_bytes, "rows": layer.rows}
-    body = pointer_text(config.database, identity, details, native.shown_url(url))
+    manifest = publish(storage, config, signing_key, version, started, run_id, details, layer.tables,
+                       native.shown_url(url))
+    logger.info("backup complete", method="native", type=kind, key=manifest.key, bucket=config.bucket,
+                job_id=job_id, collection=folder, folder=chain_folder, end_time=details["end_time"],
+                bytes=layer.size_bytes, tables=len(layer.tables), rows=layer.rows,
+                revision_history=revision_history)
+    return manifest
+
+
+def publish(storage: Storage, config: Config, signing_key, server_version: str, started, run_id: str,
+            details: dict, tables: dict[str, int], shown_url: str) -> Manifest:
+    """Write the pointer object and then its manifest: from here on the backup exists."""
+    identity = {"database": config.database, "engine": "cockroachdb", "installation": config.installation,
+                "run_id": run_id}
+    key = object_key(config.key_prefix, config.database, started, "none", run_id, native=True)
+    body = pointer_text(config.database, identity, details, shown_url)
     storage.put_new(key, body, "text/plain; charset=utf-8", encode_metadata(identity))
     manifest = Manifest(
-        key=key, database=config.database, engine=engine, server_version=version,
+        key=key, database=config.database, engine="cockroachdb", server_version=server_version,
         started_at=iso_time(started), finished_at=iso_time(utcnow()), compression="none",
-        stored_size=len(body), sha256=hashlib.sha256(body).hexdigest(), uncompressed_size=layer.size_bytes,
-        tables=layer.tables, tool_version=__version__, snapshot=end_hlc, installation=config.installation,
+        stored_size=len(body), sha256=hashlib.sha256(body).hexdigest(), uncompressed_size=details["size_bytes"],
+        tables=tables, tool_version=__version__, snapshot=details["end_hlc"], installation=config.installation,
         run_id=run_id, format_version=NATIVE_FORMAT_VERSION, method="native", native=details)
     if signing_key is not None:
         signing.sign(manifest, signing_key)
     store_manifest(storage, manifest)
-    logger.info("backup complete", method="native", type=kind, key=key, bucket=config.bucket, job_id=job_id,
-                collection=folder, folder=chain_folder, end_time=details["end_time"], bytes=layer.size_bytes,
-                tables=len(layer.tables), rows=layer.rows, revision_history=revision_history)
     return manifest
 
 

@@ -19,6 +19,7 @@ from .engines.cockroachdb.dump import VERSION_SQL
 from .engines.cockroachdb.swap import dependents_of, run_in
 from .errors import ConfigError, DatabaseError
 from .manifest import Manifest
+from .native_backup import waiting
 from .replay import Loaded
 
 
@@ -66,10 +67,8 @@ def restore_into(config: Config, conns: Connections, sql, manifest: Manifest, sc
             raise
         logger.info("restore job started", job_id=job_id, scratch=scratch, collection=collection.shown,
                     folder=details["folder"], as_of=config.restore_as_of or details["end_time"])
-        jobs.wait(conn, job_id, "restore", scratch, jobs.Waiting(config.native_poll_seconds,
-                                                                 config.native_pause_seconds,
-                                                                 config.progress_interval),
-                  reconnect=conns.working_maintenance)
+        jobs.wait(conn, job_id, "restore", scratch, waiting(config), reconnect=conns.working_maintenance)
+        collection.conn = conns.working_maintenance()
     held = dependents_of(sql, conns.open, scratch)
     run_in(conns.open, scratch, held.drops())
     return Loaded(stored=manifest.stored_size, uncompressed=details.get("size_bytes", 0),

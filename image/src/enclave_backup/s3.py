@@ -225,7 +225,8 @@ class Storage:
         """Objects under `prefix`; `shallow`: only those directly in it (none of a deeper folder's)."""
         paginator = self.client.get_paginator("list_objects_v2")
         with storage_errors("listing", self.bucket, prefix or None):
-            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix, **({"Delimiter": "/"} if shallow else {})):
+            pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix, **({"Delimiter": "/"} if shallow else {}))
+            for page in pages:
                 for item in page.get("Contents", []):
                     yield StoredObject(item["Key"], item["Size"], item["LastModified"])
 

@@ -116,6 +116,16 @@ def test_job_alerts_are_joined_to_this_cronjobs_jobs(helm):
             ("namespace", "apps"), ("owner_kind", "CronJob"), ("owner_name", cronjob)}
 
 
+def test_incremental_backups_have_their_failed_job_alert(helm):
+    rules = rules_of(rule_render(helm, ON, "enclaveos-chart.Backup.Method=native",
+                                 "enclaveos-chart.Backup.IncrementalSchedule=0 1-23 * * *"))
+    assert set(rules) == {"EnclaveBackupMissing", "EnclaveBackupJobFailed", "EnclaveBackupIncrementalJobFailed"}
+    owners = [s for s in selectors(promql_parser.parse(rules["EnclaveBackupIncrementalJobFailed"]["expr"]))
+              if s.name == "kube_job_owner"]
+    assert {(m.name, m.value) for m in owners[0].matchers.matchers} == {
+        ("namespace", "apps"), ("owner_kind", "CronJob"), ("owner_name", "r1-enclaveos-backup-incremental")}
+
+
 @pytest.mark.parametrize("schedule, interval", [
     ("0 0 * * *", 86400), ("@daily", 86400), ("@hourly", 3600), ("*/15 * * * *", 3600),
     ("30 */6 * * *", 21600), ("0 2 * * 1", 604800), ("0 0 1 * *", 2678400), ("@weekly", 604800),

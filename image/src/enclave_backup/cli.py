@@ -116,7 +116,10 @@ def cmd_list(config, args) -> int:
                            "age_seconds": int((now - b.started).total_seconds()),
                            "clock_skew_seconds": round(b.clock_skew_seconds), "clocks_disagree": b.clocks_disagree,
                            "verified_at": verified[b.key].verified_at if verified[b.key] else None,
-                           "verified": verified[b.key].passed if verified[b.key] else None}
+                           "verified": verified[b.key].passed if verified[b.key] else None,
+                           "method": "native" if b.native else "dump",
+                           **({"native": {k: b.native.get(k) for k in ("type", "folder", "end_time",
+                                                                      "revision_history")}} if b.native else {})}
                           for b in backups], indent=2))
         return 0
     if not backups:
@@ -129,6 +132,8 @@ def cmd_list(config, args) -> int:
     print(f"{'KEY':<{width}}  {'SIZE':>10}  {'AGE':<6}  VERIFIED")
     for (key, size, age, check), b in zip(rows, backups):
         note = ""
+        if b.native:
+            note = f"  (native {b.native.get('type')}{', revision history' if b.native.get('revision_history') else ''})"
         if b.started > now:
             note = "  (started in the future: the writer's clock is ahead)"
         elif b.clocks_disagree:

@@ -96,10 +96,14 @@ class FanOut:
         self.loaders: list[Loader] = []
         self.widest = 0  # most connections one COPY block used
 
-    def copy(self, main: psycopg.Connection, statement: bytes, pieces) -> None:
-        """Run COPY `statement` with the rows of `pieces` over the loaders."""
+    def start_loaders(self) -> list[Loader]:
         if not self.loaders:
             self.loaders = [Loader(self._connect()) for _ in range(self._jobs)]
+        return self.loaders
+
+    def copy(self, main: psycopg.Connection, statement: bytes, pieces) -> None:
+        """Run COPY `statement` with the rows of `pieces` over the loaders."""
+        self.start_loaders()
         wanted = session_state(main)
         for loader in self.loaders:
             loader.take_state(wanted)

@@ -154,7 +154,7 @@ def pointer_text(database: str, identity: dict, details: dict, shown_url: str) -
     """The pointer object: comments only (ASCII), so replaying it by mistake changes nothing."""
     statement = native.restore_sql(database, details["folder"], shown_url, f"{database}_restored",
                                    details["end_hlc"])
-    statement = statement.replace(", detached", "")
+    statement = statement.replace("WITH detached, ", "WITH ")  # by hand: wait for the job
     lines = [
         f"-- enclave-backup {__version__}: cockroachdb native {details['type']} backup of database "
         f"{ascii_name(database)}",
@@ -196,7 +196,8 @@ def probe(config: Config) -> None:
             return
         try:
             with jobs.Collection(conn, url, release, run_id, name) as collection:
-                end_hlc = conn.execute(native.END_TIME_SQL).fetchone()[0]
+                # Now, not END_TIME_SQL's 10 s ago: the probe database did not exist then.
+                end_hlc = conn.execute(native.NOW_SQL).fetchone()[0]
                 job_id = jobs.start(conn, native.backup_sql(name, collection.target, end_hlc, False), "probe backup",
                                     name)
                 jobs.wait(conn, job_id, "probe backup", name, waiting(config))

@@ -20,6 +20,7 @@ from .copyfanout import FanOut
 from .config import Config
 from .errors import DatabaseError, IntegrityError
 from .manifest import Manifest
+from .postdata import PostData, runs_alongside
 from .progress import Progress
 from .s3 import ObjectReader, Storage
 from .sqlscript import CopyBlock, Statement, split
@@ -107,8 +108,11 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
     conn = conns.open(scratch)
     fanout = FanOut(lambda: conns.open(scratch), config.restore_jobs) \
         if config.restore_jobs > 1 else None
+    # Index builds side by side: pg_dump's post-data (CockroachDB's scripts declare indexes in CREATE TABLE).
+    post = PostData(fanout) if fanout is not None and manifest.engine == "postgresql" else None
     # The marker keeps prune away from the backup while it is read.
     with conn, contextlib.closing(fanout) if fanout else contextlib.nullcontext(), \
+            contextlib.closing(post) if post else contextlib.nullcontext(), \
             readers.hold(storage, key), storage.open_read(key) as reader, conn.cursor() as cur, \
             contextlib.closing(ObjectStream(reader, key, manifest, loaded, progress,
                                             encryption.identities_for(config, key, manifest))) as stream:
@@ -116,6 +120,18 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
             statement = item.statement if isinstance(item, CopyBlock) else item
             screen.check(statement)
             loaded.statements += 1
+            if post is not None:
+                if not isinstance(item, CopyBlock) and runs_alongside(statement.sql):
+                    try:
+                        post.submit(conn, statement)
+                    except psycopg.Error as exc:
+                        _statement_failed(stream, statement, exc, scratch)
+                    continue
+                # A SET takes effect for what is sent after it (each statement carries the settings of
+                # its moment): only other statements wait for those running.
+                if isinstance(item, CopyBlock) or not _SESSION_SET.match(statement.sql):
+                    if failed := post.wait():
+                        _statement_failed(stream, *failed, scratch)
             try:
                 if isinstance(item, CopyBlock):
                     loaded.table, loaded.copying = _copy_table(statement.sql), item
@@ -145,6 +161,8 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
                                statement=statement.head())
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)
+        if post is not None and (failed := post.wait()):
+            _statement_failed(stream, *failed, scratch)
     return loaded
 
 

@@ -44,8 +44,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{/*
-Label of every pod that must reach CockroachDB's SQL port (Manager, backup, restore, verify,
-verify test); the NetworkPolicy admits pods by it, so no other pod of the release gets in.
+Label of every pod that must reach CockroachDB's SQL port (Manager, backup and incremental
+backup, restore, verify, verify test, and the storage check with Backup.Method=native); the
+NetworkPolicy admits pods by it, so no other pod of the release gets in.
 */}}
 {{- define "enclaveos-chart.sqlClientLabels" -}}
 enclaveos-chart/sql-client: "true"

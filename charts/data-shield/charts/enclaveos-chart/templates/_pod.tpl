@@ -207,7 +207,7 @@ database client certificate of secure mode goes only to the pods that connect.
 {{- else if $ca.ConfigMapName -}}
 {{- $files = append $files (set $caFile "configMap" $ca.ConfigMapName) -}}
 {{- end -}}
-{{- if and (include "enclaveos-chart.tlsOn" $) (has $role (list "backup" "restore" "verify")) -}}
+{{- if and (include "enclaveos-chart.tlsOn" $) (include "enclaveos-chart.connects" (dict "ctx" $ "role" $role)) -}}
 {{- /* The chart's CockroachDB in secure mode: its CA and root's client pair, for the pods that connect. */ -}}
 {{- $client := (include "enclaveos-chart.tlsSources" $ | fromJson).client -}}
 {{- $envs := dict "ca.crt" "PGSSLROOTCERT" "client.root.crt" "PGSSLCERT" "client.root.key" "PGSSLKEY" -}}
@@ -225,6 +225,15 @@ database client certificate of secure mode goes only to the pods that connect.
 {{- end -}}
 {{- end -}}
 {{- toJson (dict "files" $files) -}}
+{{- end -}}
+
+{{/*
+True (non-empty) when a program pod of this role connects to the database: backup, restore
+and verify always; the storage check only with Backup.Method=native, where it has the
+CockroachDB nodes reach the store. Call with (dict "ctx" $ "role" string).
+*/}}
+{{- define "enclaveos-chart.connects" -}}
+{{- if or (has .role (list "backup" "restore" "verify")) (and (eq .role "check") (eq .ctx.Values.Backup.Method "native")) -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -270,7 +279,7 @@ S3 endpoint as a URL: a bare host (as IBM COS's endpoint table lists them) gets 
 {{/*
 The program's environment in every pod that runs it (backup, restore, verify, test):
 the database, the object storage, and the Backup.* settings all its runs share
-(S3Prefix, Compression, LockTimeoutSeconds, Installation, ActiveDeadlineSeconds).
+(S3Prefix, Compression, Method, Native, LockTimeoutSeconds, Installation, ActiveDeadlineSeconds).
 */}}
 {{- define "enclaveos-chart.programEnv" -}}
 {{- if .Values.cockroachdb.enabled }}
@@ -336,6 +345,15 @@ the database, the object storage, and the Backup.* settings all its runs share
   value: {{ .Values.Backup.S3Prefix | quote }}
 - name: ENCLAVE_BACKUP_COMPRESSION
   value: {{ .Values.Backup.Compression | quote }}
+- name: ENCLAVE_BACKUP_METHOD
+  value: {{ .Values.Backup.Method | quote }}
+{{- /* Every pod, whatever the Method: a restore or verify of a native backup taken before a
+switch back to dump needs them too. toString: --set PathStyle=true arrives as a boolean. */}}
+{{- $native := .Values.Backup.Native }}
+- name: ENCLAVE_BACKUP_NATIVE_REVISION_HISTORY
+  value: {{ $native.RevisionHistory | toString | quote }}
+- name: ENCLAVE_BACKUP_NATIVE_PATH_STYLE
+  value: {{ $native.PathStyle | toString | quote }}
 - name: ENCLAVE_BACKUP_LOCK_TIMEOUT_SECONDS
   value: {{ int .Values.Backup.LockTimeoutSeconds | toString | quote }}
 - name: ENCLAVE_BACKUP_INSTALLATION
@@ -362,6 +380,9 @@ the database, the object storage, and the Backup.* settings all its runs share
   value: {{ $r.terminateClients | toString | quote }}
 - name: ENCLAVE_BACKUP_RESTORE_SOURCE_INSTALLATION
   value: {{ $r.sourceInstallation | quote }}
+- name: ENCLAVE_BACKUP_RESTORE_AS_OF
+  # Part of what the restore applies: the same object at another time is another restore.
+  value: {{ $r.asOf | quote }}
 - name: ENCLAVE_BACKUP_RETRY_SECONDS
   # On a fresh install the hook can start before the database accepts connections.
   value: "600"

@@ -8,6 +8,8 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- $why := "" -}}
 {{- if .Values.Backup.CronSchedule -}}
 {{- $why = "enclaveos-chart.Backup.CronSchedule is set" -}}
+{{- else if .Values.Backup.IncrementalSchedule -}}
+{{- $why = "enclaveos-chart.Backup.IncrementalSchedule is set" -}}
 {{- else if .Values.restore.fromObject -}}
 {{- $why = "enclaveos-chart.restore.fromObject is set" -}}
 {{- else if .Values.Verify.CronSchedule -}}
@@ -37,6 +39,8 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- end -}}
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Backup.CronSchedule" .Values.Backup.CronSchedule) -}}
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Verify.CronSchedule" .Values.Verify.CronSchedule) -}}
+{{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Backup.IncrementalSchedule" .Values.Backup.IncrementalSchedule) -}}
+{{- include "enclaveos-chart.validateMethod" . -}}
 {{- $tz := .Values.Backup.TimeZone -}}
 {{- if not (has $tz (splitList "\n" (.Files.Get "files/timezones.txt"))) -}}
 {{- fail (printf "enclaveos-chart.Backup.TimeZone=%q is not a time zone of the IANA database (tzdata): use a name such as Etc/UTC or Europe/Berlin (the list: timedatectl list-timezones)" $tz) -}}
@@ -126,9 +130,28 @@ well: each failure names the value and how to fix it.
 {{- end -}}
 {{- end -}}
 
+{{/*
+Rules of Backup.Method: native is CockroachDB's own BACKUP, so it needs CockroachDB, and only
+native backups have incrementals (a dump is always whole).
+*/}}
+{{- define "enclaveos-chart.validateMethod" -}}
+{{- $b := .Values.Backup -}}
+{{- if and (eq $b.Method "native") (not .Values.cockroachdb.enabled) (eq .Values.externalDatabase.engine "postgresql") -}}
+{{- fail "enclaveos-chart.Backup.Method=native is CockroachDB's own BACKUP, but enclaveos-chart.externalDatabase.engine is postgresql: use enclaveos-chart.Backup.Method=dump for PostgreSQL" -}}
+{{- end -}}
+{{- if $b.IncrementalSchedule -}}
+{{- if ne $b.Method "native" -}}
+{{- fail (printf "enclaveos-chart.Backup.IncrementalSchedule is set but enclaveos-chart.Backup.Method is %s: incremental backups are native backups only (a dump is always whole); set enclaveos-chart.Backup.Method=native, or unset enclaveos-chart.Backup.IncrementalSchedule" $b.Method) -}}
+{{- end -}}
+{{- if not $b.CronSchedule -}}
+{{- fail "enclaveos-chart.Backup.IncrementalSchedule is set but enclaveos-chart.Backup.CronSchedule is empty: an incremental adds to the newest full backup's chain; set enclaveos-chart.Backup.CronSchedule for the full backups" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* True (non-empty) when the chart needs object storage settings. */}}
 {{- define "enclaveos-chart.storageWanted" -}}
-{{- if or .Values.Backup.CronSchedule .Values.restore.fromObject .Values.Verify.CronSchedule .Values.Verify.HelmTest -}}true{{- end -}}
+{{- if or .Values.Backup.CronSchedule .Values.Backup.IncrementalSchedule .Values.restore.fromObject .Values.Verify.CronSchedule .Values.Verify.HelmTest -}}true{{- end -}}
 {{- end -}}
 
 {{/* True (non-empty) when a retention rule is set. */}}

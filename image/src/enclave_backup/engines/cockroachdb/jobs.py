@@ -44,9 +44,10 @@ class Collection:
         try:
             self.conn.execute(native.create_connection_sql(self._name, self.url))
         except psycopg.errors.InsufficientPrivilege as exc:
-            log.get().warning("cannot create an external connection (GRANT SYSTEM EXTERNALCONNECTION TO <backup "
-                              "user> lets it): the collection's URL goes into the job itself, its secret shown as "
-                              "redacted", error=describe(exc, self.database))
+            log.get().warning("cannot create an external connection (GRANT SYSTEM EXTERNALCONNECTION TO <user> "
+                              "lets it): the collection's URL goes into the job itself, its secret shown as "
+                              "redacted; with a custom endpoint a user that is not admin then needs "
+                              "GRANT SYSTEM EXTERNALIOIMPLICITACCESS too", error=describe(exc, self.database))
             self._name = ""
         except psycopg.Error as exc:
             raise DatabaseError(f"creating the external connection to {self.shown}: "
@@ -158,7 +159,8 @@ class Layer:
     rows: int = 0
 
 
-# SHOW BACKUP's end_time is the job's end time as a TIMESTAMP; ours came from the HLC in nanoseconds.
+# SHOW BACKUP's end_time is the job's end time to the microsecond (a TIMESTAMP before 23.2, TIMESTAMPTZ
+# from it: cockroach PR #108290); ours came from the HLC in nanoseconds.
 END_TOLERANCE = timedelta(milliseconds=1)
 SHOW_BACKUP_COLUMNS = ("parent_schema_name, object_name, object_type, backup_type, end_time, "
                        "coalesce(size_bytes, 0), coalesce(rows, 0)")

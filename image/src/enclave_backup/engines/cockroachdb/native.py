@@ -216,6 +216,7 @@ def _decimal(hlc: str) -> str:
 
 
 END_TIME_SQL = "SELECT (cluster_logical_timestamp() - 10000000000)::STRING"  # 10 s ago: no contention
+NOW_SQL = "SELECT cluster_logical_timestamp()::STRING"
 JOB_SQL = ("SELECT status, coalesce(fraction_completed, 0)::FLOAT8, coalesce(error, ''), "
            "coalesce(running_status, '') FROM crdb_internal.jobs WHERE job_id = %s")
 

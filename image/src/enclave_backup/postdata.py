@@ -1,0 +1,82 @@
+"""Index builds and key constraints of a script run several at once, as `pg_restore -j` runs them.
+
+A plain pg_dump script ends with its post-data: CREATE INDEX and ALTER TABLE ... ADD CONSTRAINT
+(primary keys, unique and exclusion constraints), each on one table and needing only the
+table and its rows. Run one by one they leave every core but one idle. Here each such
+statement goes to the next free loader connection (copyfanout's, idle once the rows are in),
+with the main connection's session settings of that moment; any other statement (a foreign
+key, which needs the unique index it references; ATTACH PARTITION; CLUSTER; a comment on an
+index) waits until every statement sent before it has finished, so the script's order holds
+wherever it matters. Two statements on one table take conflicting locks and so run in turn.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+
+import psycopg
+
+from .copyfanout import FanOut, session_state
+from .sqlscript import Statement
+
+_PARALLEL = re.compile(
+    r"(?is)^\s*(?:CREATE\s+(?:UNIQUE\s+)?INDEX\s"
+    r"|ALTER\s+TABLE\s+(?:ONLY\s+)?[^;]*?\sADD\s+CONSTRAINT\s+(?:\"(?:[^\"]|\"\")+\"|\S+)\s+(?:PRIMARY\s+KEY|UNIQUE|EXCLUDE)\b)")
+_STOP = object()
+
+
+def runs_alongside(sql: str) -> bool:
+    """An index build or key constraint: it may run beside the ones before it."""
+    return bool(_PARALLEL.match(sql))
+
+
+class PostData:
+    """Statements handed to the loaders' connections; `wait()` is the barrier before any other."""
+
+    def __init__(self, fanout: FanOut):
+        self.fanout = fanout
+        self.work: queue.Queue = queue.Queue()
+        self.threads: list[threading.Thread] = []
+        self.failed: tuple[Statement, psycopg.Error] | None = None
+        self.pending = 0
+        self.lock = threading.Condition()
+
+    def submit(self, main: psycopg.Connection, statement: Statement) -> None:
+        if not self.threads:
+            for loader in self.fanout.start_loaders():
+                thread = threading.Thread(target=self._work, args=(loader,), name="post-data", daemon=True)
+                thread.start()
+                self.threads.append(thread)
+        with self.lock:
+            self.pending += 1
+        self.work.put((statement, session_state(main)))
+
+    def _work(self, loader) -> None:
+        while (item := self.work.get()) is not _STOP:
+            statement, wanted = item
+            try:
+                if self.failed is None:  # after a failure the rest only drains
+                    loader.take_state(wanted)
+                    loader.conn.execute(statement.data, binary=True)
+            except psycopg.Error as exc:
+                with self.lock:
+                    self.failed = self.failed or (statement, exc)
+            finally:
+                with self.lock:
+                    self.pending -= 1
+                    self.lock.notify_all()
+
+    def wait(self) -> tuple[Statement, psycopg.Error] | None:
+        """Until every statement sent has finished; the first that failed, if one did."""
+        with self.lock:
+            self.lock.wait_for(lambda: self.pending == 0)
+            return self.failed
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.work.put(_STOP)
+        for thread in self.threads:
+            thread.join()
+        self.threads = []

@@ -14,7 +14,7 @@ import pytest
 from devkit.environ import scrubbed
 from devkit.motoserver import MotoServer
 from devkit.paths import CLI
-from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, PgServer, start_server
+from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, start_server
 from devkit.signingkeys import SigningKeys, make_signing_keys
 
 

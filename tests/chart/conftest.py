@@ -10,7 +10,6 @@ import pytest
 import yaml
 
 from devkit import helm as helms
-from devkit.paths import REPO
 from devkit.release import REQUIRED_FLAGS, SUBCHART, UMBRELLA, doc_flags
 
 CI_VALUES = sorted(UMBRELLA.glob("ci/*-values.yaml"))

@@ -142,3 +142,35 @@ def test_native_without_licence_backs_up_without_revision_history(moto_store):
                                               "needs revision history)")["hint"]
     manifest = manifest_of(store, result.event("backup complete")["key"])
     assert manifest["native"]["revision_history"] is False and manifest["tables"]["public.users"] == 281
+
+
+def test_helm_test_storage_check_asks_the_nodes_to_reach_the_store(moto_store):
+    """The rendered `helm test` pod (`check`) with Method=native: the bucket from the pod, then a probe
+    database backed up by the cluster's nodes into the store (the recorded cluster writes its files with
+    the URL's keys), and all of it removed again."""
+    store = moto_store
+    writer = RECORDED["s3_writer"]()
+    written = []
+    crdb = RECORDED["cockroach_rules"](DB, job_states=JOB_STATES,
+                                       writer=lambda url, path, body: (written.append(url), writer(url, path, body)))
+    prefix = f"prod/native/{uuid.uuid4().hex[:8]}"
+    objects = render(HELM, store.endpoint, prefix, "enclaveos-chart.Backup.Method=native")
+    with WireServer(crdb, crdb_version=RECORDED["VERSION"]) as server:
+        r = runner(objects, user_secrets(store.access_key, store.secret_key, DB_PASSWORD), server.port)
+        pod = next(o["metadata"]["name"] for o in objects if o.get("kind") == "Pod"
+                   and o["metadata"]["name"].endswith("-test-storage"))
+        result = completed(r.run(r.test_pod(pod)))
+    assert result.argv[1:] == ["check"]
+    assert result.event("bucket reachable")["bucket"] == BUCKET
+    result.event("the CockroachDB nodes reach the store: a probe backup was written and removed")
+    created = [s.sql for s in server.statements if s.sql.startswith("CREATE DATABASE ")]
+    assert len(created) == 1
+    name = re.fullmatch(r'CREATE DATABASE "(enclave_backup_probe_[0-9a-f]{16})"', created[0]).group(1)
+    backups_sent = [s.sql for s in server.statements if s.sql.startswith("BACKUP ")]
+    assert len(backups_sent) == 1 and backups_sent[0].startswith(f'BACKUP DATABASE "{name}" INTO \'external://')
+    assert f'DROP DATABASE IF EXISTS "{name}" CASCADE' in [s.sql for s in server.statements]
+    assert name not in crdb.databases and crdb.connections == {}
+    assert written and all(f"/{prefix}/native/probe-" in url for url in written)
+    assert backups(store, f"{prefix}/native") == []  # the probe's objects are gone
+    secret_forms = {store.secret_key, quote(store.secret_key, safe=""), quote(store.secret_key)}
+    assert not any(form in result.logs for form in secret_forms)

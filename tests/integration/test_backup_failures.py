@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import signal
-import subprocess
 import threading
 import time
 import uuid

@@ -6,7 +6,6 @@ shows for SHOW DATABASES [WITH COMMENT], SHOW CLUSTER SESSIONS and SHOW session_
 
 from __future__ import annotations
 
-import psycopg
 import pytest
 
 from enclave_backup import engines, maintenance, swapping

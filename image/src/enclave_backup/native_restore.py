@@ -36,7 +36,8 @@ def as_of_operand(config: Config, manifest: Manifest) -> str:
         raise ConfigError(f"{manifest.key} has no revision history: it restores to its own end time "
                           f"({details['end_time']}) only, not to restore.asOf {config.restore_as_of}; nothing was "
                           "changed")
-    return native.as_of_literal(wanted)
+    # Its own end, exactly: end_time shows microseconds, CockroachDB matches an end to the nanosecond.
+    return details["end_hlc"] if wanted == end else native.as_of_literal(wanted)
 
 
 def check_method(config: Config, manifest: Manifest) -> None:

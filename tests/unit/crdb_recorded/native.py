@@ -2,7 +2,8 @@
 job in crdb_internal.jobs, SHOW BACKUP, external connections), as rules for devkit.wireserver.
 
 The shapes, and where they come from (cockroachdb/cockroach unless said otherwise):
-- `SELECT version()`: one STRING column `version`, "CockroachDB CCL v24.1.3 (...)".
+- `SELECT version()`: one STRING column `version`, "CockroachDB CCL v24.1.3 (...)"; `SELECT 1` one INT
+  column `?column?` (an expression's column, as PostgreSQL names it).
 - `cluster_logical_timestamp()` is a DECIMAL `<wall time in ns>.<logical, 10 digits>`; `::STRING`
   keeps that text; AS OF SYSTEM TIME takes it as a DECIMAL (docs@79e9a5d03f4b01203131e71af49a6f2eaae9ff63
   src/current/v24.1/as-of-system-time.md:49).
@@ -247,6 +248,7 @@ class Cluster(list):
         empty = Rows([("schema_name", TEXT), ("descriptor_name", TEXT), ("create_statement", TEXT)])
         self.extend([
             (re.compile(r"^SELECT version\(\)$"), Rows([("version", TEXT)], [(version,)])),
+            ("SELECT 1", Rows([("?column?", INT8)], [(1,)])),  # a liveness check
             (END_TIME_SQL, self.logical_timestamp),
             (NOW_SQL, self.now),
             (_CREATE, self.create_connection),

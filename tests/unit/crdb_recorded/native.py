@@ -125,7 +125,7 @@ _BACKUP = re.compile(rf"^BACKUP DATABASE {_IDENT} INTO (?:{_LIT} IN )?{_LIT} AS 
 _SHOW = re.compile(rf"^SELECT (.+) FROM \[SHOW BACKUP (?:FROM )?{_LIT} IN {_LIT}( WITH check_files)?\]$", re.S)
 _CREATE = re.compile(rf"^CREATE EXTERNAL CONNECTION {_IDENT} AS {_LIT}$", re.S)
 _DROP = re.compile(rf"^DROP EXTERNAL CONNECTION {_IDENT}$")
-_AOST = rf"(\d+(?:\.\d+)?|'(?:[^']|'')*')"
+_AOST = r"(\d+(?:\.\d+)?|'(?:[^']|'')*')"
 _RESTORE = re.compile(rf"^RESTORE DATABASE {_IDENT} FROM {_LIT} IN {_LIT}(?: AS OF SYSTEM TIME {_AOST})? WITH (.+)$",
                       re.S)
 _COMMENT = re.compile(rf"^COMMENT ON DATABASE {_IDENT} IS {_LIT}$", re.S)

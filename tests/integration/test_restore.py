@@ -388,3 +388,31 @@ def test_an_autovacuum_worker_in_the_live_database_is_not_waited_for(pg, dbname,
     assert not [e for e in result.events if e.get("event") == "waiting for clients to leave the live database"]
     with pg.connect(dbname) as conn:
         assert conn.execute("SELECT count(*) FROM slow").fetchone()[0] == 50000
+
+
+def test_a_damaged_segment_stops_the_replay_before_its_bytes_run(pg, moto, bucket, dbname, cli_env):
+    """Read once: each 16 MiB segment is checked against the signed manifest before it is replayed."""
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE big (n integer, v text)")
+        conn.execute("INSERT INTO big SELECT i, repeat(md5(i::text), 16) FROM generate_series(1, 40000) i")
+    key = _backup({**cli_env, "ENCLAVE_BACKUP_COMPRESSION": "none"})
+    manifest = json.loads(_get(moto, bucket, key + ".manifest.json"))
+    assert manifest["segments"]["size"] == 16 << 20 and len(manifest["segments"]["sha256"]) == 2
+
+    result = run_cli(cli_env, "restore", "--object", key, "--force")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.event("the object's segments are checked as it is replayed, each before any of its bytes runs")
+    assert not [e for e in result.events if e["event"] == "object matches its manifest"]  # no second read
+
+    with pg.connect(dbname) as conn:
+        conn.execute("INSERT INTO big VALUES (0, 'written since')")
+    live = _fp(pg, dbname)
+    data = bytearray(_get(moto, bucket, key))
+    data[(16 << 20) + 1000] ^= 0x01  # in a row of the second segment
+    _put(moto, bucket, key, bytes(data), _metadata(moto, bucket, key))
+    result = run_cli(cli_env, "restore", "--object", key, "--force")
+    assert result.returncode == 5, result.stdout + result.stderr
+    error = result.event("restore failed")["error"]
+    assert "segment 2 of 2" in error and "none of these bytes was run" in error, error
+    assert _fp(pg, dbname) == live
+    assert _restore_dbs(pg, dbname)[0] == []  # the scratch database is gone

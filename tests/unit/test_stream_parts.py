@@ -157,3 +157,42 @@ def test_progress_emits_at_the_interval():
         progress.add(1000, lambda: {"rows": step})
     assert [e["elapsed_s"] for e in seen] == [10.0, 20.0, 30.0, 40.0]
     assert seen[0]["sql_bytes"] == 21_000
+
+
+def test_segments_of_the_stored_bytes_are_checked_before_they_are_handed_on():
+    import hashlib
+    import io
+
+    from enclave_backup.errors import IntegrityError
+    from enclave_backup.segments import Checked, Segmenter, covers
+
+    data = bytes(range(256)) * 1000  # 256,000 bytes: three segments of 100,000, the last one short
+    segmenter = Segmenter(size=100_000)
+    for i in range(0, len(data), 7777):  # pieces that straddle segment boundaries
+        segmenter.update(data[i:i + 7777])
+    found = segmenter.result()
+    assert found["size"] == 100_000 and len(found["sha256"]) == 3
+    assert found["sha256"][2] == hashlib.sha256(data[200_000:]).hexdigest()
+    assert covers(found, len(data)) and not covers(found, len(data) + 100_000) and not covers(None, len(data))
+
+    got = Checked(io.BytesIO(data).read, found, "s3://b/k")
+    assert b"".join(got) == data
+    got.close()
+
+    damaged = bytearray(data)
+    damaged[150_000] ^= 1
+    handed_on = bytearray()
+    checked = Checked(io.BytesIO(bytes(damaged)).read, found, "s3://b/k")
+    with pytest.raises(IntegrityError, match=r"segment 2 of 3.*none of these bytes was run"):
+        for piece in checked:
+            handed_on += piece
+    checked.close()
+    assert bytes(handed_on) == data[:100_000]  # the first segment only: it matched
+
+    two = Segmenter(size=100_000)
+    two.update(data[:200_000])
+    for stored, says in ((data[:200_000] + b"x", "more bytes than"), (data[:199_999], "segment 2 of 2")):
+        checked = Checked(io.BytesIO(stored).read, two.result(), "s3://b/k")
+        with pytest.raises(IntegrityError, match=says):
+            b"".join(checked)
+        checked.close()

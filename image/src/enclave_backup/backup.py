@@ -18,6 +18,7 @@ from .manifest import (CONTENT_TYPES, Manifest, ascii_name, encode_metadata, hea
                        key_name, manifest_key, object_key, parse_key, run_id_of)
 from .progress import Progress
 from .s3 import Storage
+from .segments import Segmenter
 from .stats import DumpStats
 
 
@@ -149,10 +150,11 @@ def run_backup(config: Config, incremental: bool = False) -> Manifest:
                         encrypted_to=encryption["recipients"] if encryption else None)
 
             stats = DumpStats()
-            hasher = hashlib.sha256()
+            hasher, segmenter = hashlib.sha256(), Segmenter()
 
             def store(data: bytes) -> None:
                 hasher.update(data)
+                segmenter.update(data)
                 upload.write(data)
 
             progress = Progress(config.progress_interval, lambda fields: logger.info("backup progress", **fields))
@@ -185,7 +187,7 @@ def run_backup(config: Config, incremental: bool = False) -> Manifest:
         stored_size=upload.size, sha256=hasher.hexdigest(), uncompressed_size=progress.sql_bytes,
         tables=dict(stats.tables), tool_version=__version__, snapshot=stats.snapshot,
         database_state=database_state, installation=config.installation, run_id=run_id,
-        encryption=encryption)
+        encryption=encryption, segments=segmenter.result())
     if signing_key is not None:
         signing.sign(manifest, signing_key)
     store_manifest(storage, manifest)

@@ -106,12 +106,14 @@ class Manifest:
     method: str = "dump"  # "native": CockroachDB's BACKUP; the object is a pointer into `native`'s collection
     # native only: {"collection", "folder", "type", "end_hlc", "end_time", "revision_history", "job_id", ...}
     native: dict | None = None
+    # {"size": bytes, "sha256": [one per segment of the stored bytes]} (segments.py); None: read twice.
+    segments: dict | None = None
 
     def signed_bytes(self) -> bytes:
         """What the signature covers: every field but the signature, in one canonical form (the
-        native fields only where set, so manifests signed before they existed still verify)."""
+        later fields only where set, so manifests signed before they existed still verify)."""
         data = {k: v for k, v in asdict(self).items() if k != "signature"
-                and not (k in _NATIVE_FIELDS and v == _NATIVE_FIELDS[k])}
+                and not (k in _LATER_FIELDS and v == _LATER_FIELDS[k])}
         return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
     def to_json(self) -> bytes:
@@ -149,7 +151,7 @@ class Manifest:
                 "run_id": self.run_id}
 
 
-_NATIVE_FIELDS = {"method": "dump", "native": None}
+_LATER_FIELDS = {"method": "dump", "native": None, "segments": None}
 
 HEADER_TAG = b"-- enclave-backup-identity: "
 

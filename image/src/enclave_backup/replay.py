@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from . import db, encryption, log, readers, screen
+from . import db, encryption, log, readers, screen, segments
 from .compress import decompressed
 from .copyfanout import FanOut
 from .config import Config
@@ -50,10 +50,17 @@ class ObjectStream:
         self.reader, self.key, self.manifest, self.identities = reader, key, manifest, identities
         self.loaded, self.progress = loaded, progress
         self.hasher = hashlib.sha256()
+        self.checked: segments.Checked | None = None
         self.sql_chunks = self._sql_chunks()
 
     def _read(self):
-        while raw := self.reader.read(READ_CHUNK):
+        if segments.covers(self.manifest.segments, self.manifest.stored_size):
+            self.checked = segments.Checked(self.reader.read, self.manifest.segments,
+                                            f"s3://{self.reader.bucket}/{self.key}")
+            pieces = iter(self.checked)
+        else:  # source.prove read and matched the whole object before
+            pieces = iter(lambda: self.reader.read(READ_CHUNK), b"")
+        for raw in pieces:
             self.hasher.update(raw)
             self.loaded.stored += len(raw)
             yield raw
@@ -68,8 +75,10 @@ class ObjectStream:
         self.verify()
 
     def close(self) -> None:
-        """Stop reading: ends the decrypting thread of a replay that stopped early."""
+        """Stop reading: ends the decrypting and segment-reading threads of a replay that stopped early."""
         self.sql_chunks.close()
+        if self.checked is not None:
+            self.checked.close()
 
     def _snapshot(self) -> dict:
         got = self.loaded

@@ -69,6 +69,13 @@ MANIFEST = {
             "properties": {"algorithm": _TEXT, "key_id": _TEXT, "value": _TEXT},
         },
         "method": {"enum": ["dump", "native"]},
+        "segments": {
+            "type": ["object", "null"],
+            "required": ["size", "sha256"],
+            "properties": {"size": {"type": "integer", "minimum": 65536, "maximum": 1 << 30},
+                           "sha256": {"type": "array", "maxItems": 4096,
+                                      "items": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}},
+        },
         "native": {"oneOf": [{"type": "null"}, _NATIVE]},
     },
     # A native manifest names where its data is; a dump's names nothing of the kind.

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from devkit import helm as helms
+from devkit.paths import REPO  # noqa: F401 - the chart tests import it from here
 from devkit.release import REQUIRED_FLAGS, SUBCHART, UMBRELLA, doc_flags
 
 CI_VALUES = sorted(UMBRELLA.glob("ci/*-values.yaml"))

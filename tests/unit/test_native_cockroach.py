@@ -124,10 +124,9 @@ def test_backup_and_restore_statements():
 @pytest.mark.parametrize("release, expected", [
     ((21, 2, 17), "SHOW BACKUP '/f' IN 'c'"),
     ((22, 1, 0), "SHOW BACKUP FROM '/f' IN 'c'"),
-    ((22, 2, 0), "SHOW BACKUP FROM '/f' IN 'c' WITH check_files"),
 ])
 def test_show_backup_per_version(release, expected):
-    assert native.show_backup_sql("/f", "c", release, check_files=True) == expected
+    assert native.show_backup_sql("/f", "c", release) == expected
 
 
 def test_the_full_backups_folder_is_its_end_time_in_hundredths():

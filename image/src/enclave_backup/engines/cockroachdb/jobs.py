@@ -166,10 +166,9 @@ SHOW_BACKUP_COLUMNS = ("parent_schema_name, object_name, object_type, backup_typ
                        "coalesce(size_bytes, 0), coalesce(rows, 0)")
 
 
-def layer(conn: psycopg.Connection, collection: Collection, folder: str, end: datetime,
-          check_files: bool = False) -> Layer:
+def layer(conn: psycopg.Connection, collection: Collection, folder: str, end: datetime) -> Layer:
     """The backup of chain `folder` that ends at `end` (SHOW BACKUP's end_time, to the microsecond)."""
-    show = native.show_backup_sql(folder, collection.target, collection.release, check_files)
+    show = native.show_backup_sql(folder, collection.target, collection.release)
     try:
         rows = conn.execute(f"SELECT {SHOW_BACKUP_COLUMNS} FROM [{show}]").fetchall()
     except psycopg.Error as exc:

@@ -1,5 +1,5 @@
 """CockroachDB's own BACKUP and RESTORE (the `native` method): the statements, the collection's URL
-and what a job's state means. Pure: no I/O (native_run.py runs them).
+and what a job's state means. Pure: no I/O (jobs.py, native_backup.py and native_restore.py run them).
 
 Every node writes its ranges straight to the collection, so the URL is what the nodes use: the
 endpoint, region and addressing style they need, and the credentials, which go to CockroachDB
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Mapping
 from datetime import datetime, timezone
 from decimal import Decimal, InvalidOperation
+from typing import Mapping
 from urllib.parse import quote, urlsplit
 
 from ...db import quote_ident, quote_literal
@@ -39,7 +39,6 @@ REDACTED = "redacted"
 PATH_STYLE_PARAM_SINCE = (24, 3, 3)
 VIRTUAL_HOSTED_ONLY = ((24, 3, 0), (24, 3, 2))
 EXTERNAL_CONNECTIONS_SINCE = (22, 2)
-CHECK_FILES_SINCE = (22, 2)  # SHOW BACKUP ... WITH check_files
 # Before 24.3 incremental and revision-history backups are Enterprise features; from 24.3 every
 # feature needs a licence key (a cluster without one is throttled after its grace period).
 FREE_FEATURES_UNTIL = (24, 3)
@@ -201,11 +200,10 @@ def restore_sql(database: str, folder: str, target: str, new_name: str, as_of: s
             f"WITH detached, new_db_name = {quote_literal(new_name)}")
 
 
-def show_backup_sql(folder: str, target: str, release: tuple[int, int, int], check_files: bool = False) -> str:
+def show_backup_sql(folder: str, target: str, release: tuple[int, int, int]) -> str:
     """SHOW BACKUP of one chain; `FROM ... IN` is the 22.1+ form (21.2 reads `SHOW BACKUP '<f>' IN '<c>'`)."""
     source = f"{quote_literal(folder)} IN {quote_literal(target)}"
-    sql = f"SHOW BACKUP FROM {source}" if release[:2] >= (22, 1) else f"SHOW BACKUP {source}"
-    return sql + (" WITH check_files" if check_files and release[:2] >= CHECK_FILES_SINCE else "")
+    return f"SHOW BACKUP FROM {source}" if release[:2] >= (22, 1) else f"SHOW BACKUP {source}"
 
 
 def _decimal(hlc: str) -> str:

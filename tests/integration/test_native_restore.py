@@ -313,3 +313,30 @@ def test_check_backs_up_a_probe_database_and_removes_it(moto, bucket, make_env):
         assert left == []
         assert result.event("the CockroachDB nodes reach the store: a probe backup was written and removed")
         assert_no_secret(moto, bucket, result)
+
+
+def test_an_incremental_after_a_restore_starts_a_new_chain(moto, bucket, make_env):
+    """A restored database is a new one to CockroachDB (new descriptor ids): the old chain cannot be extended."""
+    with crdb() as (server, cluster, writes):
+        env = make_env(server)
+        first, _ = backup(env)
+        before = len(server.statements)
+        extended = run_cli(env, "backup", "--incremental")
+        assert extended.returncode == 0, extended.stdout + extended.stderr
+        folder = manifest_of(moto, bucket, first)["native"]["folder"]
+        assert [s for s in sent(server, "BACKUP ")[-1:] if f"INTO '{folder}' IN " in s]
+        assert len(server.statements) > before
+
+        restored = run_cli(env, "restore", "--object", first)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+        clock_reads = len(sent(server, "SELECT cluster_logical_timestamp()::STRING"))
+        after = run_cli(env, "backup", "--incremental")
+        assert after.returncode == 0, after.stdout + after.stderr
+        # As of now, not 10 s back: then the name still meant the database the restore replaced.
+        assert len(sent(server, "SELECT cluster_logical_timestamp()::STRING")) == clock_reads + 1
+        assert after.event("the database was restored after the newest chain's full backup: taking a full "
+                           "backup, which starts a new chain")
+        latest = sent(server, "BACKUP ")[-1]
+        assert " IN '" not in latest.split(" AS OF SYSTEM TIME ")[0], latest
+        new = manifest_of(moto, bucket, after.event("backup complete")["key"])["native"]
+        assert new["type"] == "full" and new["folder"] != folder

@@ -13,12 +13,13 @@ import hashlib
 import json
 import os
 import secrets
+from datetime import datetime, timedelta, timezone
 
 import psycopg
 
-from . import __version__, db, log, signing
+from . import __version__, db, engines, log, signing
 from .backup import iso_time, load_signing_key, store_manifest
-from .catalog import complete_backups
+from .catalog import complete_backups, parse_time
 from .clock import utcnow
 from .config import Config
 from .engines.cockroachdb import jobs, native
@@ -26,9 +27,11 @@ from .engines.cockroachdb.dump import check_supported
 from .errors import ConfigError, DatabaseError
 from .manifest import NATIVE_FORMAT_VERSION, Manifest, ascii_name, encode_metadata, header_line, \
     installation_tag, key_name, object_key
+from .marker import parse_marker
 from .s3 import Storage
 
 COLLECTIONS_FOLDER = "native"
+JUST_RESTORED = timedelta(minutes=2)  # longer than a restore's swap takes after it writes its marker
 
 
 def collection_folder(config: Config) -> str:
@@ -64,11 +67,19 @@ def run_native_backup(config: Config, incremental: bool = False) -> Manifest:
                               "use Backup.Method=dump (ENCLAVE_BACKUP_METHOD=dump)")
         release = native.parse_release(version)
         check_supported(release[:2], version)
+        with db.database_errors(config.database, "reading the database's restore marker"):
+            restored_at = _restored_at(conn, config.database)
+        if chain and _restored_since(restored_at, chain["folder"]):
+            chain, folder = None, collection_folder(config)
+            store = native.store_for(config, folder, os.environ)
         url = native.collection_url(store, release, native.credentials(os.environ))
         started = utcnow()
         run_id = installation_tag(config.installation) + secrets.token_hex(4)
+        # 10 s back avoids contention, but names resolve at that time: just after a restore's swap the
+        # name still meant the database it replaced, so then the backup is taken as of now.
+        just_restored = restored_at is not None and utcnow() - restored_at < JUST_RESTORED
         with db.database_errors(config.database, "reading the cluster's time"):
-            end_hlc = conn.execute(native.END_TIME_SQL).fetchone()[0]
+            end_hlc = conn.execute(native.NOW_SQL if just_restored else native.END_TIME_SQL).fetchone()[0]
         end = native.hlc_to_datetime(end_hlc)
         kind = "incremental" if chain else "full"
         chain_folder = chain["folder"] if chain else native.full_folder(end)
@@ -122,6 +133,23 @@ def _chain_to_extend(storage: Storage, config: Config) -> dict | None:
             return backup.native
     log.get().warning("no native backup to add an incremental to: taking a full one", database=config.database)
     return None
+
+
+def _restored_at(conn: psycopg.Connection, database: str) -> datetime | None:
+    """When this tool last restored `database` (its marker), or None."""
+    mark = parse_marker(engines.get("cockroachdb").read_marker(conn, database))
+    return parse_time(mark["restored_at"]) if mark and mark.get("restored_at") else None
+
+
+def _restored_since(restored_at: datetime | None, chain_folder: str) -> bool:
+    """Whether the database was restored after its chain's full backup: the restored database is a new
+    one to CockroachDB (new descriptor ids), which an incremental on the old chain cannot extend."""
+    full_end = datetime.strptime(chain_folder, "/%Y/%m/%d-%H%M%S.%f").replace(tzinfo=timezone.utc)
+    if restored_at is None or restored_at <= full_end:
+        return False
+    log.get().warning("the database was restored after the newest chain's full backup: taking a full backup, "
+                      "which starts a new chain", restored_at=iso_time(restored_at), chain=chain_folder)
+    return True
 
 
 def _start(conn: psycopg.Connection, config: Config, collection: jobs.Collection, end_hlc: str,

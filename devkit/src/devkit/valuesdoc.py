@@ -49,10 +49,9 @@ FRAGMENTS = {
     "image-digest": {"type": "string", "pattern": "^$|^sha256:[a-f0-9]{64}$"},
     "pull-policy": {"type": "string", "enum": ["Always", "IfNotPresent", "Never"]},
     "cron": {"type": "string", "pattern": r"^[^\r\n]*$", "maxLength": 100},
-    # A point in time as RFC 3339 writes it, with Z or an offset (or empty).
-    "rfc3339-time": {"type": "string", "pattern": r"^$|^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
-                                                  r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
-                                                  r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"},
+    # A point in time: its RFC 3339 form is checked by the templates (enclaveos-chart.checkTime), whose
+    # message says what to write; a schema pattern would print only the pattern.
+    "rfc3339-time": {"type": "string", "pattern": r"^[^\r\n]*$", "maxLength": 64},
     "string-map": {"type": "object", "additionalProperties": {"type": "string"}},
     "objects": {"type": "array", "items": {"type": "object"}},
     "local-object-reference": {"type": "object", "additionalProperties": False,

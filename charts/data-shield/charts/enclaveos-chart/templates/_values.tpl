@@ -41,6 +41,11 @@ cases; this also covers charts rendered with schema validation skipped.
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Verify.CronSchedule" .Values.Verify.CronSchedule) -}}
 {{- include "enclaveos-chart.checkCron" (list "enclaveos-chart.Backup.IncrementalSchedule" .Values.Backup.IncrementalSchedule) -}}
 {{- include "enclaveos-chart.validateMethod" . -}}
+{{- with .Values.restore.asOf -}}
+{{- if not (regexMatch "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$" .) -}}
+{{- fail (printf "enclaveos-chart.restore.asOf=%q is not an RFC 3339 time with a zone: write it as 2026-12-07T01:00:00Z (UTC) or 2026-12-07T02:00:00+01:00" .) -}}
+{{- end -}}
+{{- end -}}
 {{- $tz := .Values.Backup.TimeZone -}}
 {{- if not (has $tz (splitList "\n" (.Files.Get "files/timezones.txt"))) -}}
 {{- fail (printf "enclaveos-chart.Backup.TimeZone=%q is not a time zone of the IANA database (tzdata): use a name such as Etc/UTC or Europe/Berlin (the list: timedatectl list-timezones)" $tz) -}}
@@ -138,6 +143,17 @@ native backups have incrementals (a dump is always whole).
 {{- $b := .Values.Backup -}}
 {{- if and (eq $b.Method "native") (not .Values.cockroachdb.enabled) (eq .Values.externalDatabase.engine "postgresql") -}}
 {{- fail "enclaveos-chart.Backup.Method=native is CockroachDB's own BACKUP, but enclaveos-chart.externalDatabase.engine is postgresql: use enclaveos-chart.Backup.Method=dump for PostgreSQL" -}}
+{{- end -}}
+{{- if eq $b.Method "native" -}}
+{{- if $b.Encryption.Recipients -}}
+{{- fail "enclaveos-chart.Backup.Encryption.Recipients (age) encrypts dumps, but enclaveos-chart.Backup.Method=native backups are written by CockroachDB's nodes: unset the recipients and use global.S3.ServerSideEncryption (AES256 or aws:kms), or use Backup.Method=dump" -}}
+{{- end -}}
+{{- if eq .Values.global.S3.ServerSideEncryption "SSE-C" -}}
+{{- fail "global.S3.ServerSideEncryption=SSE-C cannot be used with enclaveos-chart.Backup.Method=native: CockroachDB's nodes write with AES256 or aws:kms only" -}}
+{{- end -}}
+{{- end -}}
+{{- if and $b.IncrementalSchedule (eq (trim $b.IncrementalSchedule) (trim $b.CronSchedule)) -}}
+{{- fail (printf "enclaveos-chart.Backup.IncrementalSchedule is the same as enclaveos-chart.Backup.CronSchedule (%q): the full and the incremental backup would start together; give the incrementals other times, e.g. \"0 1-23 * * *\" beside \"0 0 * * *\"" $b.CronSchedule) -}}
 {{- end -}}
 {{- if $b.IncrementalSchedule -}}
 {{- if ne $b.Method "native" -}}

@@ -164,14 +164,18 @@ def cmd_check(config, _args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="enclave-backup", description=__doc__)
+    p = argparse.ArgumentParser(prog="enclave-backup", description=__doc__,
+                                epilog="Settings come from the environment: the libpq and AWS variables and "
+                                       "ENCLAVE_BACKUP_* (docs/program.md lists them).")
     p.add_argument("--version", action="version", version=f"enclave-backup {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-    bk = sub.add_parser("backup", help="dump the database and upload it")
+    bk = sub.add_parser("backup", help="back up the database: a dump, or CockroachDB's BACKUP with "
+                        "ENCLAVE_BACKUP_METHOD=native")
     bk.add_argument("--prune", action="store_true",
                     help="then apply the retention rules (only if the backup succeeded)")
     bk.add_argument("--incremental", action="store_true",
-                    help="native method: add an incremental backup to the newest backup's chain")
+                    help="native method: add an incremental backup to the newest backup's chain (a full "
+                         "one if there is none yet, or the database was restored since)")
     bk.set_defaults(run=cmd_backup)
     ls = sub.add_parser("list", help="list complete backups, newest first")
     ls.add_argument("--json", action="store_true", help="machine-readable output")

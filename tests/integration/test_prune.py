@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import signal
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -235,7 +237,12 @@ def test_a_running_verify_keeps_its_backup_from_prune(moto, bucket, bulk_env):
             assert proc.poll() is None, proc.communicate()
             assert time.monotonic() < deadline, "the verify never wrote its reader marker"
             time.sleep(0.05)
-        pruned = run_cli({**bulk_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "prune")
+        # Held still while prune runs, so it is reading however fast it would finish.
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            pruned = run_cli({**bulk_env, "ENCLAVE_BACKUP_KEEP_LAST": "1"}, "prune")
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         assert pruned.returncode == 0, pruned.stdout + pruned.stderr
         assert old in keys(moto.client(), bucket)
         out, err = proc.communicate(timeout=300)

@@ -16,6 +16,7 @@ from devkit.motoserver import MotoServer
 from devkit.paths import CLI
 from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, start_server
 from devkit.signingkeys import SigningKeys, make_signing_keys
+from enclave_backup.segments import Segmenter
 
 
 @pytest.fixture(scope="session")
@@ -98,6 +99,13 @@ def backup(env: dict) -> str:
     result = run_cli(env, "backup")
     assert result.returncode == 0, result.stdout + result.stderr
     return result.event("backup complete")["key"]
+
+
+def segments_of(stored: bytes) -> dict:
+    """The manifest's `segments` for these stored bytes, as the backup records them."""
+    segmenter = Segmenter()
+    segmenter.update(stored)
+    return segmenter.result()
 
 
 def spawn_cli(env: dict, *args: str) -> subprocess.Popen:

@@ -13,7 +13,7 @@ import pytest
 
 from devkit.corpus import build_corpus, fingerprint
 from devkit.signingkeys import signed
-from tests.conftest import backup, run_cli
+from tests.conftest import backup, run_cli, segments_of
 
 ATTACKS = {
     "copy-to-program": "COPY (SELECT 1) TO PROGRAM 'touch {marker}';",
@@ -34,7 +34,8 @@ def _plant(s3, bucket: str, key: str, statement: str, signing_keys=None) -> None
     stored = gzip.compress(script)
     s3.put_object(Bucket=bucket, Key=key, Body=stored, Metadata=obj["Metadata"])
     manifest = json.loads(s3.get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
-    manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(), uncompressed_size=len(script))
+    manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(), uncompressed_size=len(script),
+                    segments=segments_of(stored))
     body = signed(manifest, signing_keys) if signing_keys else json.dumps(manifest).encode()
     s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=body)
 

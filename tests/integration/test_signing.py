@@ -19,7 +19,7 @@ from devkit.signingkeys import make_signing_keys, signed
 from enclave_backup.errors import IntegrityError
 from enclave_backup.s3 import Storage
 from enclave_backup import config as config_mod
-from tests.conftest import backup, run_cli
+from tests.conftest import backup, run_cli, segments_of
 
 
 def _get(s3, bucket, key) -> bytes:
@@ -45,7 +45,7 @@ def _plant_program(s3, bucket: str, key: str, marker: Path, recompute: bool) -> 
     if recompute:
         manifest = _manifest(s3, bucket, key)
         manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(),
-                        uncompressed_size=len(script))
+                        uncompressed_size=len(script), segments=segments_of(stored))
         _put_manifest(s3, bucket, key, manifest)
 
 

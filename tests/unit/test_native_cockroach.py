@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
+import structlog
+import structlog.testing
 
 from enclave_backup.config import Config
 from enclave_backup.engines.cockroachdb import jobs, native
@@ -228,14 +230,15 @@ def job_rows(*states) -> list[list]:
     return [[(status, fraction, error, "")] for status, fraction, error in states]
 
 
-def test_waiting_for_a_job_logs_progress_until_it_succeeds(capsys):
+def test_waiting_for_a_job_logs_progress_until_it_succeeds():
     clock = Clock()
     conn = Recorded({"SELECT status": job_rows(("running", 0.1, ""), ("running", 0.5, ""), ("running", 0.9, ""),
                                                ("succeeded", 1.0, ""))})
-    jobs.wait(conn, 42, "backup", "malbork", waiting(clock))
+    with structlog.testing.capture_logs() as events:
+        jobs.wait(conn, 42, "backup", "malbork", waiting(clock))
     assert conn.statements == [native.JOB_SQL] * 4
-    out = capsys.readouterr().out
-    assert "backup progress" in out and "fraction_completed=0.9" in out
+    progress = [e["fraction_completed"] for e in events if e["event"] == "backup progress"]
+    assert progress and progress[-1] == 0.9
 
 
 def test_a_job_paused_past_the_limit_is_cancelled():

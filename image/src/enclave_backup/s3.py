@@ -159,6 +159,14 @@ class PendingUpload:
     initiated: datetime
 
 
+def _stop_on_terminated(caught_exception=None, **_) -> None:
+    """SIGTERM's Terminated raised inside a request ends the call. botocore wraps whatever an attempt
+    raises in HTTPClientError, a failure it retries: the stop would be lost in the retries."""
+    stop = getattr(caught_exception, "kwargs", {}).get("error", caught_exception)
+    if isinstance(stop, Terminated):
+        raise stop
+
+
 class Storage:
     def __init__(self, config: Config, *, max_attempts: int | None = None):
         self.config = config
@@ -180,6 +188,7 @@ class Storage:
             self.client = boto3.session.Session().client("s3", config=boto_config)
         except (BotoCoreError, ValueError) as exc:
             raise ConfigError(log.scrub(f"cannot set up the S3 client: {exc}")) from None
+        self.client.meta.events.register_first("needs-retry.s3", _stop_on_terminated)
         host = plain_http_host(self.client.meta.endpoint_url or "")
         if host:
             _warn_once("plain-http", "the S3 endpoint is plain http to a host that is neither loopback nor in the "

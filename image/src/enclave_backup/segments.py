@@ -23,6 +23,7 @@ SEGMENT_BYTES = 16 << 20
 MAX_SEGMENTS = 4096
 READ_BYTES = 256 << 10
 PREFETCH = 2  # checked segments waiting for the replay: memory stays bounded
+JOIN_SECONDS = 1.0
 
 
 class Segmenter:
@@ -116,5 +117,8 @@ class Checked:
             yield from item
 
     def close(self) -> None:
+        # The reader may sit in a read from a stalled store (until the client's read timeout): a
+        # failing restore does not wait for it. Stopped, it hands nothing on; the daemon thread
+        # ends with its read or with the process.
         self._stop.set()
-        self._thread.join()
+        self._thread.join(timeout=JOIN_SECONDS)

@@ -21,7 +21,6 @@ from datetime import datetime, timezone
 
 import psycopg
 import pytest
-import structlog
 import structlog.testing
 
 from enclave_backup.config import Config

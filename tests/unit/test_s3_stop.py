@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from enclave_backup import cli
 from enclave_backup.config import Config
 from enclave_backup.errors import Terminated
 from enclave_backup.s3 import Storage
@@ -34,11 +35,6 @@ def silent_store():
         conn.close()
 
 
-def _raise_terminated(signum, _frame):
-    signal.signal(signum, signal.SIG_IGN)
-    raise Terminated("stopped by signal SIGALRM")
-
-
 @pytest.mark.parametrize("call", ["delete", "get_bytes", "head"])
 def test_a_stop_inside_a_stalled_request_is_not_retried_away(monkeypatch, silent_store, call):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
@@ -46,7 +42,7 @@ def test_a_stop_inside_a_stalled_request_is_not_retried_away(monkeypatch, silent
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL", silent_store)
     storage = Storage(Config(bucket="bkt", s3_read_timeout=20, s3_max_attempts=5))
-    previous = signal.signal(signal.SIGALRM, _raise_terminated)
+    previous = signal.signal(signal.SIGALRM, cli._on_sigterm)  # the program's own handler, on a timer
     started = time.monotonic()
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.5)

@@ -10,8 +10,6 @@ from __future__ import annotations
 import time
 from urllib.parse import urlsplit
 
-from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
-
 from . import log
 from .config import Config
 
@@ -24,6 +22,9 @@ def push(config: Config, command: str, exit_code: int, duration_s: float,
     """Push `enclave_backup_*` gauges; `figures` only on success (stored_bytes, rows...)."""
     if not config.pushgateway_url:
         return False
+    # Imported here: most runs push nothing, and every run's start-up counts.
+    from prometheus_client import CollectorRegistry, Gauge, pushadd_to_gateway
+
     registry = CollectorRegistry()
     now = time.time()
 

@@ -18,7 +18,8 @@ from types import TracebackType
 from typing import Iterator
 from urllib.parse import urlsplit
 
-import boto3
+import botocore.loaders
+import botocore.session
 from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
@@ -167,6 +168,20 @@ def _stop_on_terminated(caught_exception=None, **_) -> None:
         raise stop
 
 
+# The service model and endpoint rules, parsed once per process: a second client (cleanup, quick
+# abort) costs milliseconds, not the first one's JSON parsing. A session per client still reads
+# the AWS_* variables and credentials afresh.
+_LOADER = botocore.loaders.create_loader()
+_LOADER_LOCK = threading.Lock()
+
+
+def _s3_client(boto_config: BotoConfig):
+    session = botocore.session.Session()
+    session.register_component("data_loader", _LOADER)
+    with _LOADER_LOCK:  # the loader's cache is not made for concurrent first loads
+        return session.create_client("s3", config=boto_config)
+
+
 class Storage:
     def __init__(self, config: Config, *, max_attempts: int | None = None):
         self.config = config
@@ -184,8 +199,8 @@ class Storage:
         self.sse = Sse.from_config(config)
         log.add_secrets(self.sse.secrets())
         try:
-            # The AWS_* variables (endpoint, region, keys, CA bundle) are read by boto3 itself.
-            self.client = boto3.session.Session().client("s3", config=boto_config)
+            # The AWS_* variables (endpoint, region, keys, CA bundle) are read by botocore itself.
+            self.client = _s3_client(boto_config)
         except (BotoCoreError, ValueError) as exc:
             raise ConfigError(log.scrub(f"cannot set up the S3 client: {exc}")) from None
         self.client.meta.events.register_first("needs-retry.s3", _stop_on_terminated)

@@ -268,5 +268,46 @@ def test_notes_name_the_objects_the_chart_renders_for_a_long_release_name(helm):
     assert f"client service {public}:26257" in text
 
 
+# Kubernetes: a CronJob's or StatefulSet's name leaves room for its Jobs' and Pods' suffixes.
+NAME_LIMITS = {"CronJob": 52, "StatefulSet": 52, "Service": 63, "Job": 63}
+EVERY_COMPONENT = [
+    ("enclaveos-chart.Backup.Method=native", "enclaveos-chart.Backup.IncrementalSchedule=0 1-23 * * *",
+     "enclaveos-chart.restore.fromObject=latest"),
+    ("enclaveos-chart.Verify.CronSchedule=0 4 * * 0",),
+]
+
+
+def _names(helm, release: str) -> dict[tuple[str, str], str]:
+    """(kind, component, incremental) -> name, for every object of the components whose names have a limit."""
+    names = {}
+    for sets in EVERY_COMPONENT:
+        for o in render(helm, *MANAGER_IMAGE, *DOC_FLAGS, *sets, release=release):
+            if o["kind"] in NAME_LIMITS:
+                name = o["metadata"]["name"]
+                component = "public" if name.endswith("-public") else o["metadata"]["labels"].get(
+                    "app.kubernetes.io/component", name)
+                incremental = "--incremental" in str(o["spec"])
+                names[(o["kind"], component, incremental)] = name
+    return names
+
+
+def test_object_names_fit_kubernetes_limits_for_any_release_name(helm):
+    short = _names(helm, "r1")
+    assert set(short.values()) >= {"r1-enclaveos-backup", "r1-enclaveos-backup-incremental", "r1-enclaveos-verify",
+                                   "r1-enclaveos-restore", "r1-enclaveos-cockroachdb", "r1-enclaveos-cockroachdb-public"}
+    # Helm's longest release names (53 characters), two that differ only at the end.
+    a, b = "a" * 52 + "1", "a" * 52 + "2"
+    long_a, long_b = _names(helm, a), _names(helm, b)
+    assert long_a.keys() == short.keys() == long_b.keys()
+    for (kind, *_), name in long_a.items():
+        assert len(name) <= NAME_LIMITS[kind], (kind, name, len(name))
+    for key in short:
+        assert long_a[key] != long_b[key], key  # a cut name carries a hash of the release name
+        assert long_a[key].endswith(short[key].removeprefix("r1-enclaveos")), (long_a[key], short[key])
+    # The longest release name each CronJob fits keeps the name whole.
+    fits = "r" * (52 - len("-enclaveos-backup-incremental"))
+    assert f"{fits}-enclaveos-backup-incremental" in _names(helm, fits).values()
+
+
 def test_rendered_output_is_deterministic(helm):
     assert render_text(helm, *MANAGER_IMAGE, *DOC_FLAGS) == render_text(helm, *MANAGER_IMAGE, *DOC_FLAGS, extra=("--namespace", "apps"))

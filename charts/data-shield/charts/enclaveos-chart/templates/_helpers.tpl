@@ -2,18 +2,39 @@
 
 {{/*
 Names are fixed to <release>-enclaveos-<component>: the manual restore procedure
-and users' scripts address <release>-enclaveos-cockroachdb-0 by name.
+and users' scripts address <release>-enclaveos-cockroachdb-0 by name. Only release names
+too long for Kubernetes' limits get shortened names (componentName).
 */}}
 {{- define "enclaveos-chart.fullname" -}}
-{{- printf "%s-enclaveos" .Release.Name | trunc 52 | trimSuffix "-" -}}
+{{- $full := printf "%s-enclaveos" .Release.Name -}}
+{{- if gt (len $full) 52 -}}
+{{- $full = printf "%s-%s" ($full | trunc 46 | trimSuffix "-") (sha256sum .Release.Name | trunc 5) -}}
+{{- end -}}
+{{- $full -}}
+{{- end -}}
+
+{{/*
+<fullname>-<component>, at most `max` characters (Kubernetes: CronJob and StatefulSet names 52,
+as their Jobs' and Pods' labels add a suffix; Services and Jobs 63). Only a release name too
+long for that is cut, and then followed by a hash of it (as in fullname), so two long release
+names that share a prefix still get different names.
+*/}}
+{{- define "enclaveos-chart.componentName" -}}
+{{- $full := include "enclaveos-chart.fullname" .ctx -}}
+{{- $name := printf "%s-%s" $full .component -}}
+{{- if gt (len $name) (int .max) -}}
+{{- $keep := sub (sub (int .max) (len .component)) 7 | int -}}
+{{- $name = printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") (sha256sum .ctx.Release.Name | trunc 5) .component -}}
+{{- end -}}
+{{- $name -}}
 {{- end -}}
 
 {{- define "enclaveos-chart.cockroachdbName" -}}
-{{- printf "%s-cockroachdb" (include "enclaveos-chart.fullname" .) -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "cockroachdb" "max" 52) -}}
 {{- end -}}
 
 {{- define "enclaveos-chart.cockroachdbPublicName" -}}
-{{- printf "%s-cockroachdb-public" (include "enclaveos-chart.fullname" .) -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "cockroachdb-public" "max" 63) -}}
 {{- end -}}
 
 {{- define "enclaveos-chart.serviceAccountName" -}}

@@ -37,6 +37,22 @@ names that share a prefix still get different names.
 {{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "cockroachdb-public" "max" 63) -}}
 {{- end -}}
 
+{{- define "enclaveos-chart.backupName" -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "backup" "max" 52) -}}
+{{- end -}}
+
+{{- define "enclaveos-chart.incrementalName" -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "backup-incremental" "max" 52) -}}
+{{- end -}}
+
+{{- define "enclaveos-chart.verifyName" -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "verify" "max" 52) -}}
+{{- end -}}
+
+{{- define "enclaveos-chart.restoreName" -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "restore" "max" 63) -}}
+{{- end -}}
+
 {{- define "enclaveos-chart.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "enclaveos-chart.fullname" .) .Values.serviceAccount.name -}}

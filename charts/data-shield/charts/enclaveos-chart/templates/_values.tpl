@@ -174,4 +174,3 @@ native backups have incrementals (a dump is always whole).
 {{- define "enclaveos-chart.retentionOn" -}}
 {{- range $name, $n := .Values.Backup.Retention }}{{ if gt (int (default 0 $n)) 0 }}true{{ end }}{{ end -}}
 {{- end -}}
-

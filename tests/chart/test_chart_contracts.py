@@ -277,7 +277,7 @@ EVERY_COMPONENT = [
 ]
 
 
-def _names(helm, release: str) -> dict[tuple[str, str], str]:
+def _names(helm, release: str) -> dict[tuple[str, str, bool], str]:
     """(kind, component, incremental) -> name, for every object of the components whose names have a limit."""
     names = {}
     for sets in EVERY_COMPONENT:

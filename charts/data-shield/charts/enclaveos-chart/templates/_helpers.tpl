@@ -6,25 +6,27 @@ and users' scripts address <release>-enclaveos-cockroachdb-0 by name. Only relea
 too long for Kubernetes' limits get shortened names (componentName).
 */}}
 {{- define "enclaveos-chart.fullname" -}}
-{{- $full := printf "%s-enclaveos" .Release.Name -}}
-{{- if gt (len $full) 52 -}}
-{{- $full = printf "%s-%s" ($full | trunc 46 | trimSuffix "-") (sha256sum .Release.Name | trunc 5) -}}
-{{- end -}}
-{{- $full -}}
+{{- include "enclaveos-chart.fitName" (dict "ctx" . "name" (printf "%s-enclaveos" .Release.Name) "suffix" "" "max" 52) -}}
 {{- end -}}
 
 {{/*
 <fullname>-<component>, at most `max` characters (Kubernetes: CronJob and StatefulSet names 52,
-as their Jobs' and Pods' labels add a suffix; Services and Jobs 63). Only a release name too
-long for that is cut, and then followed by a hash of it (as in fullname), so two long release
-names that share a prefix still get different names.
+as their Jobs' and Pods' labels add a suffix; Services and Jobs 63).
 */}}
 {{- define "enclaveos-chart.componentName" -}}
-{{- $full := include "enclaveos-chart.fullname" .ctx -}}
-{{- $name := printf "%s-%s" $full .component -}}
+{{- include "enclaveos-chart.fitName" (dict "ctx" .ctx "name" (include "enclaveos-chart.fullname" .ctx) "suffix" (printf "-%s" .component) "max" .max) -}}
+{{- end -}}
+
+{{/*
+name + suffix when it has at most `max` characters. Only a release name too long for that is
+cut, and then followed by a hash of it, so two long release names that share a prefix still
+get different names.
+*/}}
+{{- define "enclaveos-chart.fitName" -}}
+{{- $name := printf "%s%s" .name .suffix -}}
 {{- if gt (len $name) (int .max) -}}
-{{- $keep := sub (sub (int .max) (len .component)) 7 | int -}}
-{{- $name = printf "%s-%s-%s" ($full | trunc $keep | trimSuffix "-") (sha256sum .ctx.Release.Name | trunc 5) .component -}}
+{{- $keep := sub (sub (int .max) (len .suffix)) 6 | int -}}
+{{- $name = printf "%s-%s%s" (.name | trunc $keep | trimSuffix "-") (sha256sum .ctx.Release.Name | trunc 5) .suffix -}}
 {{- end -}}
 {{- $name -}}
 {{- end -}}

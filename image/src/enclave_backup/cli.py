@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import signal
@@ -201,6 +202,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(argv)
+    finally:
+        # At exit CPython's collections walk every object still alive (the S3 client's service model
+        # among them): 0.15-0.25 s of every command. Nothing left needs collecting now.
+        gc.freeze()
+
+
+def _run(argv: list[str] | None) -> int:
     args = parser().parse_args(argv)
     log.configure()
     logger = log.get()

@@ -72,3 +72,18 @@ def test_an_upload_completed_in_the_block_is_visible_once(env, moto, bucket):
 def test_a_read_of_a_missing_object_is_a_storage_error(env):
     with pytest.raises(StorageError, match=r"reading s3://.*/p/none: no such object"):
         Storage(env).open_read("p/none")
+
+
+def test_the_tail_of_an_upload_goes_as_parallel_parts_of_at_least_the_minimum(env, moto, bucket):
+    storage = Storage(env)
+    chunk = bytes(range(256)) * 4096  # 1 MiB
+    with storage.start_upload("p/tail.sql.gz", "application/gzip", {}) as upload:
+        for i in range(33):  # one full 20 MiB part, then 13 MiB left when the dump ends
+            upload.write(chunk[i:] + chunk[:i])
+        upload.complete()
+    s3 = moto.client()
+    sizes = [s3.head_object(Bucket=bucket, Key="p/tail.sql.gz", PartNumber=n)["ContentLength"] for n in (1, 2, 3)]
+    assert sizes == [20 << 20, 7 << 20, 6 << 20]  # the 13 MiB as two parts, each over S3's 5 MiB minimum
+    assert s3.head_object(Bucket=bucket, Key="p/tail.sql.gz")["ETag"].endswith('-3"')
+    body = s3.get_object(Bucket=bucket, Key="p/tail.sql.gz")["Body"].read()
+    assert body == b"".join(chunk[i:] + chunk[:i] for i in range(33))

@@ -24,11 +24,12 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError
 
 from . import log
-from .config import Config
+from .config import Config, MiB
 from .sse import Sse, read_refused_message
 from .errors import STOP_DEADLINE_SECONDS, ConfigError, IntegrityError, StorageError, Terminated
 
 MAX_PARTS = 10_000
+MIN_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 PARTS_PER_STEP = 1_000
 
 _AUTH_CODES = {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken",
@@ -405,6 +406,7 @@ class MultipartUpload:
         self.key = key
         self.upload_id = upload_id
         self._base = base_part_size
+        self._concurrency = concurrency
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="upload")
         self._slots = threading.BoundedSemaphore(concurrency)
         self._futures: list[Future] = []
@@ -452,6 +454,23 @@ class MultipartUpload:
         self._futures.append(future)
         self._next_part += 1
 
+    def _split_last_part(self) -> None:
+        """Send the buffered tail as up to `concurrency` parts at once: the end of the run waits for them.
+
+        Each but the last is at least S3's 5 MiB minimum; parts take whole writes, so no bytes are copied.
+        """
+        pieces = min(self._concurrency, self._buffered // MIN_PART_SIZE, MAX_PARTS - self._next_part + 1)
+        if pieces < 2:
+            return
+        target = self._buffered / pieces
+        chunks, self._chunks, self._buffered = self._chunks, [], 0
+        for chunk in chunks:
+            self._chunks.append(chunk)
+            self._buffered += len(chunk)
+            if self._buffered >= target and pieces > 1:
+                self._submit()
+                pieces -= 1
+
     def _raise_failed(self) -> None:
         for future in self._futures:
             if future.done() and future.exception() is not None:
@@ -459,6 +478,7 @@ class MultipartUpload:
 
     def complete(self) -> None:
         """Upload what is buffered and make the object visible."""
+        self._split_last_part()
         if self._chunks or self._next_part == 1:
             self._submit()
         parts = [f.result() for f in self._futures]

@@ -23,7 +23,7 @@ from enclave_backup.segments import Segmenter
 def pg():
     server = start_server(tempfile.mkdtemp(prefix="enclave-pg-"))
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture(scope="session")

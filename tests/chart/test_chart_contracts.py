@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 
 import pytest
@@ -251,7 +252,7 @@ def test_notes_tell_schedule_trigger_and_listing():
     notes = render_notes(*MANAGER_IMAGE, *DOC_FLAGS)
     assert 'runs on "0 0 * * *" (Etc/UTC)' in notes
     assert "The next backup starts at " in notes and " 00:00 UTC." in notes
-    assert "kubectl -n apps create job --from=cronjob/r1-enclaveos-backup" in notes
+    assert "kubectl -n apps create job --from=cronjob/r1-enclaveos-backup r1-enclaveos-backup-manual-$(date +%s)" in notes
     assert "s3 ls s3://acme-enclave-manager-backups/prod/enclave-manager/" in notes
     assert "helm test r1" in notes
 
@@ -266,6 +267,9 @@ def test_notes_name_the_objects_the_chart_renders_for_a_long_release_name(helm):
     assert f"CronJob {find(objs, 'CronJob')['metadata']['name']} runs on" in text
     public = next(o["metadata"]["name"] for o in objs if o["kind"] == "Service" and o["metadata"]["name"].endswith("-public"))
     assert f"client service {public}:26257" in text
+    manual = re.search(r"create job --from=cronjob/(\S+) (\S+)-\$\(date \+%s\)", text)
+    assert manual and manual.group(1) == find(objs, "CronJob")["metadata"]["name"]
+    assert len(manual.group(2)) + len("-1796646127") <= 63  # a Job's name carries into its pods' labels
 
 
 # Kubernetes: a CronJob's or StatefulSet's name leaves room for its Jobs' and Pods' suffixes.

@@ -40,7 +40,7 @@ def image_pg():
     # Its own server: restores rename and drop databases named malbork*.
     server = start_server(tempfile.mkdtemp(prefix="enclave-image-pg-"))
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture(scope="session")

@@ -104,7 +104,7 @@ def test_backup_pod_dumps_each_supported_server(image, image_store, major):
         manifest = json.loads(image_store.client().get_object(Bucket=BUCKET, Key=key + ".manifest.json")["Body"].read())
         assert manifest["server_version"].startswith(f"PostgreSQL {major}.") and manifest["tables"] == {"public.t": 100}
     finally:
-        server.stop()
+        server.remove()
 
 
 def test_pg_dump_18_speaks_ssl(image):
@@ -120,4 +120,4 @@ def test_pg_dump_18_speaks_ssl(image):
         assert proc.returncode == 0, proc.stderr
         assert "-- Dumped by pg_dump version 18." in proc.stdout
     finally:
-        server.stop()
+        server.remove()

@@ -26,7 +26,7 @@ def e2e_pg():
     # Its own server: restores rename and drop databases named malbork*.
     server = start_server(tempfile.mkdtemp(prefix="enclave-e2e-pg-"))
     yield server
-    server.stop()
+    server.remove()
 
 
 def _start(name, factory):

@@ -36,7 +36,7 @@ def tls_pg():
     with server.connect() as conn:
         conn.execute(f"CREATE ROLE {DB_USER} SUPERUSER LOGIN PASSWORD '{DB_PASSWORD}'")
     yield server
-    server.stop()
+    server.remove()
 
 
 @pytest.fixture

@@ -39,4 +39,4 @@ def servers():
 
     yield get
     for server in started.values():
-        server.stop()
+        server.remove()

@@ -84,7 +84,7 @@ def test_database_server_stopped_mid_dump(moto, bucket, cli_env):
         dumper.resume()
         result = run.finish()
     finally:
-        server.stop("immediate")
+        server.remove("immediate")
     assert result.returncode == 3, result.stdout + result.stderr
     assert "dumping the database" in result.event("backup failed")["error"]
     assert_nothing_left(moto, bucket)

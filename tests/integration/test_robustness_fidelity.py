@@ -325,7 +325,7 @@ def restartable():
     from devkit.pgserver import start_server
     server = start_server()
     yield server
-    server.stop()
+    server.remove()
 
 
 def _slow_to_load(server, dbname: str) -> None:

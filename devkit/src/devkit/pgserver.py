@@ -124,6 +124,11 @@ class PgServer:
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.proc_started = False
 
+    def remove(self, mode: str = "fast") -> None:
+        """Stop the server and delete its directory: a cluster holds a gigabyte or more of test data."""
+        self.stop(mode)
+        shutil.rmtree(self.root, ignore_errors=True)
+
     def connect(self, database: str = "postgres", autocommit: bool = True) -> psycopg.Connection:
         return psycopg.connect(host="127.0.0.1", port=self.port, user=self.user, password=self.password,
                                dbname=database, autocommit=autocommit)

@@ -43,6 +43,11 @@ get different names.
 {{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "backup" "max" 52) -}}
 {{- end -}}
 
+{{- /* A Job started by hand from the backup CronJob (the NOTES' command) is this plus "-<epoch seconds>": 63 at most. */}}
+{{- define "enclaveos-chart.manualBackupPrefix" -}}
+{{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "backup-manual" "max" 52) -}}
+{{- end -}}
+
 {{- define "enclaveos-chart.incrementalName" -}}
 {{- include "enclaveos-chart.componentName" (dict "ctx" . "component" "backup-incremental" "max" 52) -}}
 {{- end -}}

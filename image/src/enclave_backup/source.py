@@ -48,10 +48,11 @@ def resolve(storage: Storage, config: Config, object_key: str) -> tuple[str, Man
             key, head = config.key_prefix + key, relative
     if head is None:
         raise StorageError(f"s3://{config.bucket}/{key}: no such object; `enclave-backup list` shows the backups")
-    if storage.head(manifest_key(key)) is None:
+    manifest_head = storage.head(manifest_key(key))
+    if manifest_head is None:
         raise IntegrityError(f"s3://{config.bucket}/{key} has no manifest ({manifest_key(key)}): "
                              "it is not a complete backup")
-    manifest = read_manifest(storage, key)
+    manifest = read_manifest(storage, key, manifest_head.size)
     where = f"s3://{config.bucket}/{key}"
     signing.check(config, keys, manifest, where)
     if manifest.database != config.database:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import subprocess
 import tempfile
@@ -15,7 +17,7 @@ from devkit.environ import scrubbed
 from devkit.motoserver import MotoServer
 from devkit.paths import CLI
 from devkit.pgserver import SUPPORTED_MAJORS, TOOLS, start_server
-from devkit.signingkeys import SigningKeys, make_signing_keys
+from devkit.signingkeys import SigningKeys, make_signing_keys, signed
 from enclave_backup.segments import Segmenter
 
 
@@ -106,6 +108,23 @@ def segments_of(stored: bytes) -> dict:
     segmenter = Segmenter()
     segmenter.update(stored)
     return segmenter.result()
+
+
+def plant_statement(s3, bucket: str, key: str, statement: str, *, recompute: bool = True,
+                    signing_keys: SigningKeys | None = None) -> None:
+    """What an attacker holding only the bucket's keys can do: append `statement` to a backup's script;
+    with `recompute`, make the manifest's sizes, sha256 and segments match again, and sign it
+    with `signing_keys` when given (the backup Job's key leaked)."""
+    obj = s3.get_object(Bucket=bucket, Key=key)
+    script = gzip.decompress(obj["Body"].read()) + b"\n" + statement.encode() + b"\n"
+    stored = gzip.compress(script)
+    s3.put_object(Bucket=bucket, Key=key, Body=stored, Metadata=obj["Metadata"])
+    if recompute:
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
+        manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(),
+                        uncompressed_size=len(script), segments=segments_of(stored))
+        body = signed(manifest, signing_keys) if signing_keys else json.dumps(manifest).encode()
+        s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=body)
 
 
 def spawn_cli(env: dict, *args: str) -> subprocess.Popen:

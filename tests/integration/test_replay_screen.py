@@ -4,16 +4,12 @@ old backup let in with ENCLAVE_BACKUP_ALLOW_UNVERIFIED). Real PostgreSQL, moto S
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import json
 import uuid
 
 import pytest
 
 from devkit.corpus import build_corpus, fingerprint
-from devkit.signingkeys import signed
-from tests.conftest import backup, run_cli, segments_of
+from tests.conftest import backup, plant_statement, run_cli
 
 ATTACKS = {
     "copy-to-program": "COPY (SELECT 1) TO PROGRAM 'touch {marker}';",
@@ -24,20 +20,6 @@ ATTACKS = {
     "check-writing-a-file": "ALTER TABLE public.child ADD CONSTRAINT c CHECK "
                             "(pg_catalog.lo_export(pg_catalog.lo_from_bytea(0, 'x'), '{marker}') > 0);",
 }
-
-
-def _plant(s3, bucket: str, key: str, statement: str, signing_keys=None) -> None:
-    """One statement after the script's data, then the manifest made to match and, given the keys,
-    signed with the trusted key: every check before the replay passes."""
-    obj = s3.get_object(Bucket=bucket, Key=key)
-    script = gzip.decompress(obj["Body"].read()) + b"\n" + statement.encode() + b"\n"
-    stored = gzip.compress(script)
-    s3.put_object(Bucket=bucket, Key=key, Body=stored, Metadata=obj["Metadata"])
-    manifest = json.loads(s3.get_object(Bucket=bucket, Key=key + ".manifest.json")["Body"].read())
-    manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(), uncompressed_size=len(script),
-                    segments=segments_of(stored))
-    body = signed(manifest, signing_keys) if signing_keys else json.dumps(manifest).encode()
-    s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=body)
 
 
 @pytest.mark.parametrize("attack", ATTACKS)
@@ -53,7 +35,8 @@ def test_a_signed_script_that_reaches_outside_the_database_is_refused(pg, moto, 
     tmp_path.chmod(0o777)  # the server's OS user could write here: only the refusal keeps the file away
     tag = uuid.uuid4().hex[:6]
     marker = tmp_path / f"owned-{tag}"
-    _plant(moto.client(), bucket, key, ATTACKS[attack].format(marker=marker, tag=tag), signing_keys)
+    plant_statement(moto.client(), bucket, key, ATTACKS[attack].format(marker=marker, tag=tag),
+                    signing_keys=signing_keys)
 
     for command in ("verify", "restore"):
         result = run_cli(cli_env, command, "--object", key)
@@ -76,7 +59,7 @@ def test_an_unsigned_old_backup_let_in_by_the_override_is_screened_too(pg, moto,
     key = backup(unsigned_env)
     tmp_path.chmod(0o777)
     marker = tmp_path / "owned"
-    _plant(moto.client(), bucket, key, ATTACKS["copy-to-program"].format(marker=marker))
+    plant_statement(moto.client(), bucket, key, ATTACKS["copy-to-program"].format(marker=marker))
 
     result = run_cli({**cli_env, "ENCLAVE_BACKUP_ALLOW_UNVERIFIED": "true"}, "restore", "--object", key)
     assert result.returncode == 5, result.stdout + result.stderr

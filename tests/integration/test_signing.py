@@ -6,11 +6,8 @@ The attacker here holds the bucket's keys only: they can rewrite objects and man
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import json
 import uuid
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +16,7 @@ from devkit.signingkeys import make_signing_keys, signed
 from enclave_backup.errors import IntegrityError
 from enclave_backup.s3 import Storage
 from enclave_backup import config as config_mod
-from tests.conftest import backup, run_cli, segments_of
+from tests.conftest import backup, plant_statement, run_cli
 
 
 def _get(s3, bucket, key) -> bytes:
@@ -33,20 +30,6 @@ def _manifest(s3, bucket, key) -> dict:
 def _put_manifest(s3, bucket, key, manifest: dict | bytes) -> None:
     body = manifest if isinstance(manifest, bytes) else json.dumps(manifest).encode()
     s3.put_object(Bucket=bucket, Key=key + ".manifest.json", Body=body)
-
-
-def _plant_program(s3, bucket: str, key: str, marker: Path, recompute: bool) -> None:
-    """The attack: one statement that runs a shell command as the server's OS user, appended
-    to the script; with `recompute`, the manifest's sizes and sha256 are made to match again."""
-    script = gzip.decompress(_get(s3, bucket, key))
-    script += f"COPY (SELECT 1) TO PROGRAM 'touch {marker}';\n".encode()
-    stored = gzip.compress(script)
-    s3.put_object(Bucket=bucket, Key=key, Body=stored, Metadata=s3.head_object(Bucket=bucket, Key=key)["Metadata"])
-    if recompute:
-        manifest = _manifest(s3, bucket, key)
-        manifest.update(stored_size=len(stored), sha256=hashlib.sha256(stored).hexdigest(),
-                        uncompressed_size=len(script), segments=segments_of(stored))
-        _put_manifest(s3, bucket, key, manifest)
 
 
 @pytest.fixture
@@ -81,7 +64,7 @@ def test_a_program_planted_in_the_object_never_runs(pg, moto, bucket, dbname, cl
     marker = tmp_path / f"owned-{uuid.uuid4().hex[:6]}"
     tmp_path.chmod(0o777)  # the server's OS user could write here: only the refusal keeps the file away
     s3 = moto.client()
-    _plant_program(s3, bucket, made, marker, recompute)
+    plant_statement(s3, bucket, made, f"COPY (SELECT 1) TO PROGRAM 'touch {marker}';", recompute=recompute)
     says = "its signature does not match its content" if recompute else "its manifest says"
     for command in ("verify", "restore"):
         _refused(pg, dbname, cli_env, made, command, says)

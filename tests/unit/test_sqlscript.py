@@ -75,6 +75,15 @@ def test_copy_end_marker_with_crlf_or_at_the_end_of_the_script():
     assert parse(b"COPY t FROM stdin;\na\n\\.") == [("COPY", "COPY t FROM stdin", 1, b"a\n", 1)]
 
 
+@pytest.mark.parametrize("chunk", [None, 1, 7, 64, 4096])
+def test_the_end_marker_is_found_after_rows_full_of_backslashes(chunk):
+    # Far more backslashes than the one-byte search checks alone, each near a marker's look-alike
+    # (`\\.` is a value of a backslash and a dot, `\.x` no whole line), before the real one.
+    rows = b"".join(b"%d\t\\N\t\\\\.\n\\\\.\n\\.x\t\\N\n" % i for i in range(100))
+    script = b"COPY t FROM stdin;\n" + rows + b"\\.\nSELECT 1;\n"
+    assert parse(script, chunk) == [("COPY", "COPY t FROM stdin", 1, rows, 300), ("SELECT 1", 303)]
+
+
 def test_line_numbers_count_every_line_before_the_statement():
     script = b"-- one\n\nSELECT 1;\nCOPY t FROM stdin;\nr1\nr2\n\\.\n\n  SELECT\n'a\nb';\n"
     assert [(i[0], i[-1] if i[0] != "COPY" else i[2]) for i in parse(script)] == [

@@ -57,10 +57,13 @@ class ObjectStream:
         if segments.covers(self.manifest.segments, self.manifest.stored_size):
             self.checked = segments.Checked(self.reader.read, self.manifest.segments,
                                             f"s3://{self.reader.bucket}/{self.key}")
-            pieces = iter(self.checked)
-        else:  # source.prove read and matched the whole object before
-            pieces = iter(lambda: self.reader.read(READ_CHUNK), b"")
-        for raw in pieces:
+            self.hasher = self.checked.whole  # hashed on the reading thread, off the replay's
+            for raw in self.checked:
+                self.loaded.stored += len(raw)
+                yield raw
+            return
+        # source.prove read and matched the whole object before
+        for raw in iter(lambda: self.reader.read(READ_CHUNK), b""):
             self.hasher.update(raw)
             self.loaded.stored += len(raw)
             yield raw

@@ -69,6 +69,7 @@ class Checked:
     def __init__(self, read, segments: dict, where: str):
         self._read, self.where = read, where
         self.size, self.expected = segments["size"], segments["sha256"]
+        self.whole = hashlib.sha256()  # of every byte read, on this thread, for the manifest's sha256
         self._ready: queue.Queue = queue.Queue(PREFETCH)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._fetch, name="segment-reader", daemon=True)
@@ -81,6 +82,7 @@ class Checked:
                 pieces, filled, digest = [], 0, hashlib.sha256()
                 while filled < self.size and (raw := self._read(min(READ_BYTES, self.size - filled))):
                     digest.update(raw)
+                    self.whole.update(raw)
                     pieces.append(raw)
                     filled += len(raw)
                 if digest.hexdigest() != expected:

@@ -33,6 +33,7 @@ _DOLLAR_PREFIX = re.compile(rb"\$(?:[A-Za-z_\x80-\xff][A-Za-z0-9_\x80-\xff]*)?\Z
 _ESTRING = re.compile(rb"[\\']")
 _BLOCK = re.compile(rb"/\*|\*/")
 _COPY_END = b"\n\\."
+_BACKSLASHES_ALONE = 32  # see _copy_end
 _COPY_FROM_STDIN = re.compile(r"(?is)^COPY\b.*\bFROM\s+STDIN\b")
 
 NORMAL, SQUOTE, ESTRING, DQUOTE, DOLLAR, LINE_COMMENT, BLOCK_COMMENT, COPY_LINE, COPY = range(9)
@@ -391,15 +392,35 @@ class Splitter:
 
 
 def _copy_end(buf: bytearray) -> tuple[int, int] | None:
-    """(end of the data, length of the marker) of the first `\\.` line after a newline in buf."""
-    at = buf.find(_COPY_END)
+    """(end of the data, length of the marker) of the first `\\.` line after a newline in buf.
+
+    The marker begins with a backslash, rare in most rows, and a one-byte find() is memchr, ten
+    times faster than a search for the whole marker; rows full of escapes (`\\N`, `\\t`) switch to
+    that search after _BACKSLASHES_ALONE misses, so they never cost a Python step per backslash.
+    """
+    at = buf.find(b"\\")
+    for _ in range(_BACKSLASHES_ALONE):
+        if at < 0:
+            return None
+        if at and buf[at - 1] == 0x0A and (found := _marker_at(buf, at)):
+            return found
+        at = buf.find(b"\\", at + 1)
+    if at < 0:
+        return None
+    at = buf.find(_COPY_END, at - 1)
     while at >= 0:
-        after = at + len(_COPY_END)
-        if buf[after:after + 1] == b"\n":
-            return at + 1, 3
-        if buf[after:after + 2] == b"\r\n":
-            return at + 1, 4
-        at = buf.find(_COPY_END, after)
+        if found := _marker_at(buf, at + 1):
+            return found
+        at = buf.find(_COPY_END, at + len(_COPY_END))
+    return None
+
+
+def _marker_at(buf: bytearray, at: int) -> tuple[int, int] | None:
+    """The marker's (start, length) if the backslash at `at` begins a whole `\\.` line."""
+    if buf[at + 1:at + 3] == b".\n":
+        return at, 3
+    if buf[at + 1:at + 4] == b".\r\n":
+        return at, 4
     return None
 
 

@@ -48,12 +48,15 @@ class Loader:
 
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
-        self.state = session_state(conn)
+        self.state: dict[bytes, bytes] | None = None  # read on first use: CockroachDB's loaders never need it
+        self.replayed = 0  # the script's session statements run here (parallelinserts)
         self.pieces: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
 
     def take_state(self, wanted: dict[bytes, bytes]) -> None:
+        if self.state is None:
+            self.state = session_state(self.conn)
         for name in [*_FIRST, *sorted((set(wanted) | set(self.state)) - set(_FIRST))]:
             if name not in wanted:
                 self.conn.execute(_RESET, (name,))

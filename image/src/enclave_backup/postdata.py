@@ -8,6 +8,7 @@ with the main connection's session settings of that moment; any other statement 
 key, which needs the unique index it references; ATTACH PARTITION; CLUSTER; a comment on an
 index) waits until every statement sent before it has finished, so the script's order holds
 wherever it matters. Two statements on one table take conflicting locks and so run in turn.
+A CockroachDB script's INSERT batches run the same way (parallelinserts.py says which).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import threading
 
 import psycopg
 
-from .copyfanout import FanOut, session_state
+from .copyfanout import QUEUE_DEPTH, FanOut, session_state
 from .sqlscript import Statement
 
 _PARALLEL = re.compile(
@@ -32,12 +33,31 @@ def runs_alongside(sql: str) -> bool:
     return bool(_PARALLEL.match(sql))
 
 
-class PostData:
-    """Statements handed to the loaders' connections; `wait()` is the barrier before any other."""
+def inserted_rows(cur) -> int:
+    """Rows an INSERT statement added (the backup's data batches), 0 for anything else."""
+    status = cur.statusmessage or ""
+    return max(cur.rowcount, 0) if status.startswith("INSERT ") else 0
 
-    def __init__(self, fanout: FanOut):
-        self.fanout = fanout
-        self.work: queue.Queue = queue.Queue()
+
+def settings_of(main: psycopg.Connection):
+    """How a loader takes the main connection's session settings of this moment (PostgreSQL's pg_settings)."""
+    wanted = session_state(main)
+    return lambda loader: loader.take_state(wanted)
+
+
+class PostData:
+    """Statements handed to the loaders' connections; `wait()` is the barrier before any other.
+
+    `capture(main)`, called as each statement is handed over, gives what a loader runs first to
+    take the main connection's session settings of that moment.
+    """
+
+    def __init__(self, fanout: FanOut, capture=settings_of):
+        self.fanout, self.capture = fanout, capture
+        self.rows = 0  # rows the INSERTs run here added, not yet taken
+        self.used: set[int] = set()  # loaders that ran a statement
+        # Bounded: INSERT batches of up to 1 MiB each wait here, not the whole script.
+        self.work: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.threads: list[threading.Thread] = []
         self.failed: tuple[Statement, psycopg.Error] | None = None
         self.pending = 0
@@ -51,15 +71,18 @@ class PostData:
                 self.threads.append(thread)
         with self.lock:
             self.pending += 1
-        self.work.put((statement, session_state(main)))
+        self.work.put((statement, self.capture(main)))
 
     def _work(self, loader) -> None:
         while (item := self.work.get()) is not _STOP:
-            statement, wanted = item
+            statement, take_settings = item
             try:
                 if self.failed is None:  # after a failure the rest only drains
-                    loader.take_state(wanted)
-                    loader.conn.execute(statement.data, binary=True)
+                    take_settings(loader)
+                    rows = inserted_rows(loader.conn.execute(statement.data, binary=True))
+                    with self.lock:
+                        self.rows += rows
+                        self.used.add(id(loader))
             except psycopg.Error as exc:
                 with self.lock:
                     self.failed = self.failed or (statement, exc)
@@ -73,6 +96,11 @@ class PostData:
         with self.lock:
             self.lock.wait_for(lambda: self.pending == 0)
             return self.failed
+
+    def take_rows(self) -> int:
+        with self.lock:
+            rows, self.rows = self.rows, 0
+            return rows
 
     def close(self) -> None:
         for _ in self.threads:

@@ -20,7 +20,8 @@ from .copyfanout import FanOut
 from .config import Config
 from .errors import DatabaseError, IntegrityError
 from .manifest import Manifest
-from .postdata import PostData, runs_alongside
+from .parallelinserts import ParallelInserts
+from .postdata import PostData, inserted_rows, runs_alongside
 from .progress import Progress
 from .s3 import ObjectReader, Storage
 from .sqlscript import CopyBlock, Statement, split
@@ -120,8 +121,14 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
     conn = conns.open(scratch)
     fanout = FanOut(lambda: conns.open(scratch), config.restore_jobs) \
         if config.restore_jobs > 1 else None
-    # Index builds side by side: pg_dump's post-data (CockroachDB's scripts declare indexes in CREATE TABLE).
-    post = PostData(fanout) if fanout is not None and manifest.engine == "postgresql" else None
+    # Side by side: pg_dump's post-data index builds; CockroachDB's INSERT batches (its scripts declare
+    # indexes in CREATE TABLE).
+    post, inserts, alongside = None, None, runs_alongside
+    if fanout is not None and manifest.engine == "postgresql":
+        post = PostData(fanout)
+    elif fanout is not None and manifest.engine == "cockroachdb":
+        inserts = alongside = ParallelInserts(conn, defer)
+        post = PostData(fanout, inserts.capture)
     # The marker keeps prune away from the backup while it is read.
     with conn, contextlib.closing(fanout) if fanout else contextlib.nullcontext(), \
             contextlib.closing(post) if post else contextlib.nullcontext(), \
@@ -133,11 +140,14 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
             screen.check(statement)
             loaded.statements += 1
             if post is not None:
-                if not isinstance(item, CopyBlock) and runs_alongside(statement.sql):
+                if not isinstance(item, CopyBlock) and alongside(statement.sql):
                     try:
                         post.submit(conn, statement)
                     except psycopg.Error as exc:
                         _statement_failed(stream, statement, exc, scratch)
+                    if post.failed is not None:  # stop reading now, not at the next statement that waits
+                        _statement_failed(stream, *post.wait(), scratch)
+                    loaded.rows += post.take_rows()
                     continue
                 # A SET takes effect for what is sent after it (each statement carries the settings of
                 # its moment): only other statements wait for those running.
@@ -161,7 +171,9 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
                 else:
                     # The extended protocol runs one statement only: nothing can ride along unscreened.
                     cur.execute(statement.data, binary=True)
-                    loaded.rows += _inserted(cur)
+                    loaded.rows += inserted_rows(cur)
+                    if inserts is not None:
+                        inserts.ran(statement)
                     if _REFRESH.match(statement.sql):
                         loaded.refreshes.append((conn.info.parameter_status("client_encoding"), statement.data))
             except psycopg.errors.UndefinedObject as exc:
@@ -173,8 +185,12 @@ def load(config: Config, conns: db.Connections, storage: Storage, key: str, mani
                                statement=statement.head())
             except psycopg.Error as exc:
                 _statement_failed(stream, statement, exc, scratch)
-        if post is not None and (failed := post.wait()):
-            _statement_failed(stream, *failed, scratch)
+        if post is not None:
+            if failed := post.wait():
+                _statement_failed(stream, *failed, scratch)
+            loaded.rows += post.take_rows()
+        if inserts is not None:
+            loaded.connections = max(loaded.connections, len(post.used))
     return loaded
 
 
@@ -221,12 +237,6 @@ def _statement_failed(stream: ObjectStream, statement: Statement, exc: psycopg.E
         except IntegrityError as bad:
             raise IntegrityError(log.scrub(f"{bad}; {where}")) from None
     raise DatabaseError(log.scrub(where)) from None
-
-
-def _inserted(cur) -> int:
-    """Rows an INSERT statement added (the backup's data batches), 0 for anything else."""
-    status = cur.statusmessage or ""
-    return max(cur.rowcount, 0) if status.startswith("INSERT ") else 0
 
 
 _COPY_TABLE = re.compile(r"(?is)^COPY\s+(.+?)\s*(?:\(|FROM\b)")

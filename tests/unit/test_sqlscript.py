@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 
 import pytest
 
 from devkit.corpus import build_corpus, fingerprint, schema_dump
 from devkit.pgserver import pg_bin
+from enclave_backup import sqlscript
 from enclave_backup.sqlscript import CopyBlock, ScriptError, Statement, split
 
 
@@ -143,6 +145,36 @@ def parse_pieces(pieces: list[bytes]) -> list:
         else:
             out.append((item.sql, item.line))
     return out
+
+
+# As insertbatch writes a batch: every value form, quotes, escapes, semicolons and parentheses in strings.
+BATCH = (b'INSERT INTO "public"."t" ("a", "b ""x""", "c") VALUES (\'1\'::INT8, e\'it\\\'s; a \\\\ (tab)\\t\'::STRING, '
+         b"NULL), ('-2'::DECIMAL(14,2), 'semi;colon -- not a comment /* nor this */'::STRING, decode('00ff', 'hex')), "
+         b"('''quoted'''::STRING, '$$ $x$'::\"my schema\".\"my type\"[], 'x'::STRING COLLATE en_US);")
+# Batch-like but not of that form: the general lexer takes them.
+NOT_BATCHES = [
+    b'INSERT INTO "public"."t" ("a") VALUES (\'1\'::INT8); SELECT 2;',
+    b'INSERT INTO "public"."t" ("a") VALUES (\'line\nbreak\'::STRING);',
+    b'INSERT INTO "public"."t" ("a") VALUES (\'1\'::INT8) ;',
+    b"INSERT INTO public.t (a) VALUES ('1'::INT8);",
+    b'INSERT INTO "public"."t" ("a") VALUES (\'no cast\');',
+    b'INSERT INTO "public"."t" DEFAULT VALUES;',
+]
+
+
+def test_insert_batch_lines_split_as_the_general_lexer_splits_them(monkeypatch):
+    assert sqlscript._BATCH_LINE.fullmatch(BATCH)
+    assert not any(sqlscript._BATCH_LINE.fullmatch(line.split(b"\n")[0]) for line in NOT_BATCHES)
+    script = b"\n".join([BATCH, *NOT_BATCHES, BATCH, BATCH[:-1]]) + b"\n"
+    fast = parse(script)
+    assert [line for _, line in fast] == [1, 2, 2, 3, 5, 6, 7, 8, 9, 10]
+    # The last one, its semicolon missing, runs as psql would run it.
+    assert [fast[0], fast[-2], fast[-1]] == [(BATCH[:-1].decode(), n) for n in (1, 9, 10)]
+    for size in (1, 7, 64, 1000):
+        assert parse(script, size) == fast, f"chunks of {size} bytes"
+    monkeypatch.setattr(sqlscript, "_BATCH_LINE", re.compile(rb"(?!)"))  # the general lexer only
+    assert parse(script) == fast
+    assert parse(script, 7) == fast
 
 
 def test_copy_data_streams_in_pieces_without_buffering_the_table():

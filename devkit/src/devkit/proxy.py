@@ -1,16 +1,22 @@
-"""A loopback TCP proxy whose link can be cut, stalled and restored: a network outage on demand."""
+"""A loopback TCP proxy whose link can be cut, stalled and restored: a network outage on demand.
+
+With `reply_delay` every answer of the server waits that long before it is passed on: the round
+trip of a distant or distributed server (a CockroachDB commit), on loopback.
+"""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from .net import free_port
 
 
 class Proxy:
-    def __init__(self, target_port: int, port: int | None = None):
+    def __init__(self, target_port: int, port: int | None = None, reply_delay: float = 0.0):
         self.target_port = target_port
+        self.reply_delay = reply_delay
         self.port = port or free_port()
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -41,13 +47,15 @@ class Proxy:
                 continue
             with self._lock:
                 self._conns += [client, upstream]
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+            for a, b, delay in ((client, upstream, 0.0), (upstream, client, self.reply_delay)):
+                threading.Thread(target=self._pipe, args=(a, b, delay), daemon=True).start()
 
-    def _pipe(self, src: socket.socket, dst: socket.socket) -> None:
+    def _pipe(self, src: socket.socket, dst: socket.socket, delay: float = 0.0) -> None:
         try:
             while data := src.recv(65536):
                 self._flowing.wait()  # stalled: connections stay open, nothing moves
+                if delay:
+                    time.sleep(delay)
                 dst.sendall(data)
                 self.bytes_forwarded += len(data)
         except OSError:

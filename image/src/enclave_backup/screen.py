@@ -31,7 +31,14 @@ SERVER_FUNCTIONS = {
     "pg_cancel_backend", "pg_promote", "pg_switch_wal", "pg_create_restore_point", "pg_backup_start",
     "pg_backup_stop", "pg_start_backup", "pg_stop_backup", "pg_log_backend_memory_contexts",
 }
-_SERVER_FUNCTION_HINT = re.compile("|".join(sorted(SERVER_FUNCTIONS, key=len, reverse=True)), re.I)
+
+
+def _names_server_function(sql: str) -> bool:
+    """Whether any of SERVER_FUNCTIONS appears in the text at all (then the tokens are checked): twenty
+    plain searches of the lower-cased text, where one case-blind regex alternation ran at 10 MB/s."""
+    low = sql.lower()
+    return any(name in low for name in SERVER_FUNCTIONS)
+
 
 # Settings that load libraries into a server process; pg_dump never sets them.
 LIBRARY_SETTINGS = {"session_preload_libraries", "local_preload_libraries", "shared_preload_libraries",
@@ -122,7 +129,7 @@ def check(statement: Statement) -> None:
     head = first.group(1).lower() if first else ""
     if head == "insert":
         # Row batches are most of a CockroachDB script: tokenize only if a name to refuse appears.
-        if _SERVER_FUNCTION_HINT.search(sql):
+        if _names_server_function(sql):
             _no_server_functions(statement, tokens(sql))
         return
     toks = tokens(sql)
@@ -152,7 +159,7 @@ def check(statement: Statement) -> None:
         for tok in toks:
             if tok.kind in ("word", "ident", "string") and tok.text.lower() in LIBRARY_SETTINGS:
                 _refuse(statement, f"it sets {tok.text}, which loads libraries into the server")
-    if _SERVER_FUNCTION_HINT.search(sql):
+    if _names_server_function(sql):
         _no_server_functions(statement, toks)
 
 

@@ -5,7 +5,7 @@ replayed into PostgreSQL through a loopback proxy that holds every answer back `
 round trip a distributed commit costs each batch. Each configuration runs `--runs` times, in
 alternating order, into a fresh database; the median wall time is reported.
 
-    scripts/bench-inserts.sh [--rows 60000] [--runs 3] [--delay-ms 0,5] [--jobs 1,2,4]
+    scripts/bench-inserts.sh [--rows 60000] [--runs 3] [--delay-ms 0,5,20] [--jobs 1,2,4]
 """
 
 from __future__ import annotations
@@ -94,7 +94,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=60000, help="rows per table, three tables (default 60000)")
     p.add_argument("--runs", type=int, default=3)
-    p.add_argument("--delay-ms", default="0,5", help="answer delays to measure, comma-separated (default 0,5)")
+    p.add_argument("--delay-ms", default="0,5,20", help="answer delays to measure, comma-separated (default 0,5,20)")
     p.add_argument("--jobs", default="1,2,4", help="restore.jobs values to measure (default 1,2,4)")
     p.add_argument("--out", default=str(REPO / "bench-results"))
     args = p.parse_args()

@@ -45,6 +45,8 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            for s in (client, upstream):  # Nagle's wait for an ACK would add its own delay to every answer
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns += [client, upstream]
             for a, b, delay in ((client, upstream, 0.0), (upstream, client, self.reply_delay)):

@@ -44,7 +44,7 @@ class Config:
     restore_keep_previous: int = 1
     restore_wait_for_clients_seconds: float = 60.0
     restore_terminate_clients: bool = False
-    restore_jobs: int = 2  # connections that load a table's COPY rows at once; 1: the main one alone
+    restore_jobs: int = 2  # connections that load a table's COPY rows or INSERT batches at once; 1: the main one
     pg_dump: str = ""  # empty: the newest pg_dump installed
     lock_timeout_seconds: float = 600.0
     installation: str = "default"  # who writes: the chart sets <namespace>/<release>

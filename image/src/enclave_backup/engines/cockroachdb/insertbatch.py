@@ -13,6 +13,7 @@ commits each batch on its own.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterable, Sequence
 
@@ -20,6 +21,9 @@ BATCH_ROWS = 1000
 BATCH_BYTES = 1 << 20
 
 _ESCAPES = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_NEEDS_ESCAPE = re.compile(r"[\\\x00-\x1f\x7f]")
+# str.translate does in C what a loop over the characters did in Python (a dump's main cost).
+_ESCAPE_TABLE = {**{c: f"\\x{c:02x}" for c in [*range(0x20), 0x7F]}, **{ord(k): v for k, v in _ESCAPES.items()}}
 
 
 @dataclass(frozen=True)
@@ -40,17 +44,9 @@ def string_literal(text: str) -> str:
 
     Escaping newlines keeps every statement on one physical line.
     """
-    if not any(ch == "\\" or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in text):
+    if _NEEDS_ESCAPE.search(text) is None:
         return "'" + text.replace("'", "''") + "'"
-    out = []
-    for ch in text:
-        if ch in _ESCAPES:
-            out.append(_ESCAPES[ch])
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return "e'" + "".join(out) + "'"
+    return "e'" + text.translate(_ESCAPE_TABLE) + "'"
 
 
 def value_literal(value: str | None, cast: str | None) -> str:

@@ -163,8 +163,8 @@ NOT_BATCHES = [
 
 
 def test_insert_batch_lines_split_as_the_general_lexer_splits_them(monkeypatch):
-    assert sqlscript._BATCH_LINE.fullmatch(BATCH)
-    assert not any(sqlscript._BATCH_LINE.fullmatch(line.split(b"\n")[0]) for line in NOT_BATCHES)
+    assert sqlscript.batch_line().fullmatch(BATCH)
+    assert not any(sqlscript.batch_line().fullmatch(line.split(b"\n")[0]) for line in NOT_BATCHES)
     script = b"\n".join([BATCH, *NOT_BATCHES, BATCH, BATCH[:-1]]) + b"\n"
     fast = parse(script)
     assert [line for _, line in fast] == [1, 2, 2, 3, 5, 6, 7, 8, 9, 10]
@@ -172,7 +172,7 @@ def test_insert_batch_lines_split_as_the_general_lexer_splits_them(monkeypatch):
     assert [fast[0], fast[-2], fast[-1]] == [(BATCH[:-1].decode(), n) for n in (1, 9, 10)]
     for size in (1, 7, 64, 1000):
         assert parse(script, size) == fast, f"chunks of {size} bytes"
-    monkeypatch.setattr(sqlscript, "_BATCH_LINE", re.compile(rb"(?!)"))  # the general lexer only
+    monkeypatch.setattr(sqlscript, "batch_line", lambda: re.compile(rb"(?!)"))  # the general lexer only
     assert parse(script) == fast
     assert parse(script, 7) == fast
 

@@ -10,8 +10,8 @@ cannot show:
 - the main connection is in no transaction (a script's own BEGIN ... COMMIT stays one).
 Foreign keys, triggers and views come after the data in the script, and every other statement
 waits for the batches sent before it. Loaders take the main connection's session settings by
-running the same SET statements, in order: CockroachDB's pg_settings shows no `source` to read
-them back from.
+running the same SET statements, in order: CockroachDB's pg_settings has no `source` to read them
+back from (NULL in every row, pkg/sql/pg_catalog.go).
 """
 
 from __future__ import annotations
@@ -29,12 +29,15 @@ _BATCH = re.compile(rf"INSERT INTO ({_QUOTED})\.({_QUOTED}) \(({_QUOTED}(?:, {_Q
 _NAME = re.compile(_QUOTED)
 _SESSION_CHANGE = re.compile(r"(?is)^(?:SET|RESET)\s|^SELECT\b.*\bset_config\s*\(")
 
+# Every table's primary key columns, read once at the first batch (a script creates its tables
+# before their rows; one query, as information_schema on CockroachDB builds its rows table by table).
 _KEY_COLUMNS = """
-SELECT k.column_name FROM information_schema.table_constraints c
+SELECT k.table_schema, k.table_name, k.column_name FROM information_schema.table_constraints c
 JOIN information_schema.key_column_usage k ON k.constraint_schema = c.constraint_schema
     AND k.constraint_name = c.constraint_name AND k.table_schema = c.table_schema AND k.table_name = c.table_name
-WHERE c.constraint_type = 'PRIMARY KEY' AND c.table_schema = %s AND c.table_name = %s
+WHERE c.constraint_type = 'PRIMARY KEY'
 """
+_TABLE_KEY_COLUMNS = _KEY_COLUMNS + " AND c.table_schema = %s AND c.table_name = %s"
 
 
 def _unquote(name: str) -> str:
@@ -50,7 +53,7 @@ class ParallelInserts:
     def __init__(self, main: psycopg.Connection, defer=None) -> None:
         self.main, self.defer = main, defer
         self.settings: list[bytes] = []  # the session statements the main connection ran, in order
-        self._keys: dict[tuple[str, str], frozenset[str]] = {}
+        self._keys: dict[tuple[str, str], frozenset[str]] | None = None
 
     def __call__(self, sql: str) -> bool:
         batch = _BATCH.match(sql)
@@ -59,13 +62,21 @@ class ParallelInserts:
                 (self.defer is not None and self.defer(sql)):
             return False
         table = (_unquote(batch[1]), _unquote(batch[2]))
-        if table not in self._keys:
-            try:
-                self._keys[table] = frozenset(row[0] for row in main.execute(_KEY_COLUMNS, table).fetchall())
-            except psycopg.Error:
-                self._keys[table] = frozenset()  # unknown: in order, as always
+        if self._keys is None:
+            self._keys = self._key_columns(_KEY_COLUMNS)
+        if table not in self._keys:  # created after the first batch, or without a key
+            self._keys[table] = self._key_columns(_TABLE_KEY_COLUMNS, table).get(table, frozenset())
         key = self._keys[table]
         return bool(key) and key <= {_unquote(name) for name in _NAME.findall(batch[3])}
+
+    def _key_columns(self, sql: str, params=()) -> dict[tuple[str, str], frozenset[str]]:
+        found: dict[tuple[str, str], set[str]] = {}
+        try:
+            for schema, table, column in self.main.execute(sql, params).fetchall():
+                found.setdefault((schema, table), set()).add(column)
+        except psycopg.Error:
+            return {}  # unknown: in order, as always
+        return {table: frozenset(columns) for table, columns in found.items()}
 
     def ran(self, statement: Statement) -> None:
         """`statement` ran on the main connection: keep it if it changed the session."""

@@ -14,11 +14,14 @@ import io
 import pytest
 
 from enclave_backup import db, replay
+from enclave_backup.copyfanout import FanOut
 from enclave_backup.db import Connections
 from enclave_backup.config import Config
 from enclave_backup.manifest import Manifest
 from enclave_backup.engines.cockroachdb.swap import HoldBack
 from enclave_backup.errors import DatabaseError
+from enclave_backup.postdata import PostData
+from enclave_backup.sqlscript import Statement
 
 SCRIPT = b"""-- enclave-backup dump
 -- engine: cockroachdb
@@ -155,3 +158,17 @@ def test_a_failing_batch_stops_the_load_with_its_line_and_nothing_after_it_runs(
 def test_one_job_loads_every_batch_on_the_main_connection(pg, dbname, monkeypatch):
     loaded = load(pg, dbname, monkeypatch, Storage(parallel_script()), restore_jobs=1)
     assert loaded.rows == 4 * BATCHES * ROWS + 2 and loaded.connections == 1
+
+
+def test_a_stopped_load_runs_none_of_the_batches_still_queued(pg, dbname):
+    with pg.connect(dbname) as conn:
+        conn.execute("CREATE TABLE t (n int)")
+    fanout = FanOut(lambda: pg.connect(dbname), 1)
+    post = PostData(fanout, capture=lambda main: lambda loader: None)
+    for n in range(4):
+        sql = f"INSERT INTO t SELECT {n} FROM pg_sleep(0.3)"
+        post.submit(None, Statement(sql, n + 1, data=sql.encode()))
+    post.close()  # as the load's `with` does when SIGTERM or an error ends it: the first may still run
+    fanout.close()
+    with pg.connect(dbname) as conn:
+        assert conn.execute("SELECT count(*) FROM t").fetchone()[0] <= 1

@@ -60,6 +60,7 @@ class PostData:
         self.work: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.threads: list[threading.Thread] = []
         self.failed: tuple[Statement, psycopg.Error] | None = None
+        self.closing = False
         self.pending = 0
         self.lock = threading.Condition()
 
@@ -77,7 +78,7 @@ class PostData:
         while (item := self.work.get()) is not _STOP:
             statement, take_settings = item
             try:
-                if self.failed is None:  # after a failure the rest only drains
+                if self.failed is None and not self.closing:  # after a failure, or a stop, the rest only drains
                     take_settings(loader)
                     rows = inserted_rows(loader.conn.execute(statement.data, binary=True))
                     with self.lock:
@@ -103,6 +104,7 @@ class PostData:
             return rows
 
     def close(self) -> None:
+        self.closing = True  # a load that stopped (SIGTERM, an error here) runs nothing still queued
         for _ in self.threads:
             self.work.put(_STOP)
         for thread in self.threads:

@@ -55,9 +55,10 @@ class FakeCursor:
     def __exit__(self, *exc):
         return False
 
-    def stream(self, sql):
+    def stream(self, sql, size=1):
         self.conn.run(sql)
         self.conn.streamed.append(sql)
+        self.conn.stream_sizes.append(size)
         yield from self.conn.select_rows[sql]
 
 
@@ -71,6 +72,7 @@ class FakeCockroach:
         self.legacy = legacy or {}
         self.log: list[tuple[int, str | None, str]] = []  # (transaction, AOST, statement)
         self.streamed: list[str] = []
+        self.stream_sizes: list[int] = []
         self.txn = 0
         self.open = False
         self.aost: str | None = None
@@ -247,6 +249,7 @@ def test_every_version_writes_data_as_cast_literals_never_copy(version):
     assert "COPY" not in script.upper().replace("COPYRIGHT", "")
     assert not any(sql.startswith("COPY") for _, _, sql in conn.log)
     assert sorted(conn.streamed) == sorted(DATA["SELECT_ROWS"])
+    assert set(conn.stream_sizes) == {1000}  # rows come from libpq a batch at a time, not one result each
 
 
 def test_bytes_and_jsonb_are_written_so_their_own_parsers_read_them():

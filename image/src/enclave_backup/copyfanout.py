@@ -49,7 +49,6 @@ class Loader:
     def __init__(self, conn: psycopg.Connection):
         self.conn = conn
         self.state: dict[bytes, bytes] | None = None  # read on first use: CockroachDB's loaders never need it
-        self.replayed = 0  # the script's session statements run here (parallelinserts)
         self.pieces: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None

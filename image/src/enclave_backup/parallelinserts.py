@@ -53,6 +53,7 @@ class ParallelInserts:
     def __init__(self, main: psycopg.Connection, defer=None) -> None:
         self.main, self.defer = main, defer
         self.settings: list[bytes] = []  # the session statements the main connection ran, in order
+        self._replayed: dict = {}  # loader -> how many of them it has run (each only on its own thread)
         self._keys: dict[tuple[str, str], frozenset[str]] | None = None
 
     def __call__(self, sql: str) -> bool:
@@ -88,7 +89,8 @@ class ParallelInserts:
         upto = len(self.settings)
 
         def take(loader) -> None:
-            for data in self.settings[loader.replayed:upto]:
+            done = self._replayed.get(loader, 0)
+            for data in self.settings[done:upto]:
                 loader.conn.execute(data, binary=True)
-            loader.replayed = max(loader.replayed, upto)
+            self._replayed[loader] = max(done, upto)
         return take

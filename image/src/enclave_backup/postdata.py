@@ -55,7 +55,7 @@ class PostData:
     def __init__(self, fanout: FanOut, capture=settings_of):
         self.fanout, self.capture = fanout, capture
         self.rows = 0  # rows the INSERTs run here added, not yet taken
-        self.used: set[int] = set()  # loaders that ran a statement
+        self.used: set = set()  # the loaders that ran a statement
         # Bounded: INSERT batches of up to 1 MiB each wait here, not the whole script.
         self.work: queue.Queue = queue.Queue(QUEUE_DEPTH)
         self.threads: list[threading.Thread] = []
@@ -83,7 +83,7 @@ class PostData:
                     rows = inserted_rows(loader.conn.execute(statement.data, binary=True))
                     with self.lock:
                         self.rows += rows
-                        self.used.add(id(loader))
+                        self.used.add(loader)
             except psycopg.Error as exc:
                 with self.lock:
                     self.failed = self.failed or (statement, exc)
